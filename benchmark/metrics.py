@@ -1,0 +1,107 @@
+"""Scores of one case: accuracy with a Wilson 95% CI, per-class P/R/F1,
+macro-F1 and the confusion matrix (scikit-learn).
+
+Unparseable answers (prediction ``None``) count as wrong in accuracy and
+recall, are counted separately, and never enter the confusion matrix as a
+class: the matrix has an extra count of unparseable answers per true class.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(correct: int, n: int, *, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95% by default)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class Scores:
+    n: int
+    correct: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    macro_f1: float
+    unparseable: int
+    precision: list[float]
+    recall: list[float]
+    f1: list[float]
+    support: list[int]
+    confusion: list[list[int]]         # rows = true, cols = predicted (parsed answers only)
+    unparseable_by_class: list[int]    # per true class
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def score(y_true: Sequence[int], y_pred: Sequence[int | None], n_classes: int) -> Scores:
+    """Score predictions; ``None`` in ``y_pred`` means unparseable."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"expected as many predictions as labels, found {len(y_pred)} vs {len(y_true)}")
+    yt = np.asarray(y_true, dtype=int)
+    bad = [p for p in y_pred if p is not None and not 0 <= p < n_classes]
+    if bad or (len(yt) and (yt.min() < 0 or yt.max() >= n_classes)):
+        raise ValueError(f"expected labels in 0..{n_classes - 1}, found {sorted(set(bad)) or sorted(set(yt))}")
+    yp = np.asarray([-1 if p is None else p for p in y_pred], dtype=int)
+    n = len(yt)
+    correct = int((yt == yp).sum())
+    labels = list(range(n_classes))
+    if n:
+        p, r, f, s = precision_recall_fscore_support(yt, yp, labels=labels, zero_division=0)
+        cm = confusion_matrix(yt, yp, labels=labels)
+    else:
+        p = r = f = np.zeros(n_classes)
+        s = np.zeros(n_classes, dtype=int)
+        cm = np.zeros((n_classes, n_classes), dtype=int)
+    unparseable_by_class = [int(((yp == -1) & (yt == c)).sum()) for c in labels]
+    lo, hi = wilson_interval(correct, n)
+    return Scores(
+        n=n,
+        correct=correct,
+        accuracy=correct / n if n else 0.0,
+        ci_low=lo,
+        ci_high=hi,
+        macro_f1=float(np.mean(f)),
+        unparseable=int((yp == -1).sum()),
+        precision=[float(x) for x in p],
+        recall=[float(x) for x in r],
+        f1=[float(x) for x in f],
+        support=[int(x) for x in s],
+        confusion=cm.astype(int).tolist(),
+        unparseable_by_class=unparseable_by_class,
+    )
+
+
+def merge_predictions(
+    y_true: Sequence[int], y_pred: Sequence[int | None], mapping: Sequence[int]
+) -> tuple[list[int], list[int | None]]:
+    """Map old class indices to merged ones (``None`` stays ``None``)."""
+    return [mapping[t] for t in y_true], [None if p is None else mapping[p] for p in y_pred]
+
+
+def predictions_from_confusion(confusion: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+    """Expand a confusion matrix (rows true, cols predicted) into label lists."""
+    y_true: list[int] = []
+    y_pred: list[int] = []
+    for t, row in enumerate(confusion):
+        for p, count in enumerate(row):
+            y_true += [t] * int(count)
+            y_pred += [p] * int(count)
+    return y_true, y_pred

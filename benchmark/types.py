@@ -1,0 +1,109 @@
+"""The small value types that flow through the benchmark.
+
+task config -> Sample -> Request -> provider -> Answer -> parser -> metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class BenchError(Exception):
+    """A problem the user can fix: bad config, bad data, bad cassette.
+
+    The message always says what was expected and what was found.
+    """
+
+
+class DatasetUnavailable(BenchError):
+    """The data is neither cached nor downloadable right now (e.g. offline).
+
+    Cases that hit this are skipped with the message, never passed or crashed.
+    """
+
+
+def image_digest(image: np.ndarray) -> str:
+    """sha256 of a uint8 HxWx3 image: shape header + C-order pixel bytes.
+
+    Independent of any PNG encoder, so it is stable across Pillow versions.
+    """
+    arr = np.ascontiguousarray(image, dtype=np.uint8)
+    h = hashlib.sha256(f"{arr.shape}".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image. ``id`` is stable (source index or relative path)."""
+
+    id: str
+    image: np.ndarray  # uint8, H x W x 3
+    label: int
+
+    @property
+    def sha256(self) -> str:
+        return image_digest(self.image)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One classification request: one prompt and one image."""
+
+    sample_id: str
+    prompt: str
+    image: np.ndarray | None  # None for text-only requests (e.g. answer extraction)
+    n_classes: int
+    image_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.image_sha256 and self.image is not None:
+            object.__setattr__(self, "image_sha256", image_digest(self.image))
+
+
+@dataclass
+class Answer:
+    """What a provider returned for one request.
+
+    ``raw`` is the model's text; ``label`` is the class index if the provider
+    already knows it (score mode), otherwise the runner fills it from the
+    parser. ``None`` means unparseable, never a default class.
+    """
+
+    sample_id: str
+    raw: str
+    label: int | None = None
+    probs: list[float] | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    latency_s: float = 0.0
+    error: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # provider extras (e.g. both-mode labels)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sample_id": self.sample_id,
+            "raw": self.raw,
+            "label": self.label,
+            "probs": self.probs,
+            "usage": self.usage,
+            "latency_s": self.latency_s,
+            "error": self.error,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Answer:
+        return cls(
+            sample_id=str(data["sample_id"]),
+            raw=data.get("raw", ""),
+            label=data.get("label"),
+            probs=data.get("probs"),
+            usage=dict(data.get("usage") or {}),
+            latency_s=float(data.get("latency_s") or 0.0),
+            error=data.get("error"),
+            meta=dict(data.get("meta") or {}),
+        )

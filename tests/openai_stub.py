@@ -1,0 +1,166 @@
+"""A loopback server speaking the OpenAI chat-completions protocol.
+
+It answers deterministically from the image it receives: the top-left pixel
+carries the true label and an answer style (see :func:`mark_image`), so a
+test knows exactly which answers, and which accuracy, the stand-in implies.
+It records every request (headers included) so tests can assert on what the
+real ``openai`` client sent, and it can inject 429/5xx/slow responses.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+
+# Answer styles: how the stub words its answer for an image.
+CORRECT = 0          # "Category k"
+WRONG = 1            # "**Category (k+1) mod n**"
+UNPARSEABLE = 2      # "I cannot tell from this image."
+VERBOSE = 3          # "The image belongs to category k."
+BARE = 4             # "k"
+STYLES = (CORRECT, WRONG, UNPARSEABLE, VERBOSE, BARE)
+CORRECT_STYLES = {CORRECT, VERBOSE, BARE}
+
+
+def mark_image(image: np.ndarray, *, label: int, style: int, n_classes: int) -> np.ndarray:
+    """Return a copy of ``image`` whose top-left pixel tells the stub what to answer."""
+    out = np.array(image, dtype=np.uint8, copy=True)
+    out[0, 0, 0] = label + 10 * style
+    out[0, 0, 1] = n_classes
+    return out
+
+
+def answer_for(image: np.ndarray) -> str:
+    code, n = int(image[0, 0, 0]), int(image[0, 0, 1])
+    label, style = code % 10, code // 10
+    if n < 2:
+        return "This image carries no stub marking."
+    if style == WRONG:
+        return f"**Category {(label + 1) % n}**"
+    if style == UNPARSEABLE:
+        return "I cannot tell from this image."
+    if style == VERBOSE:
+        return f"The image belongs to category {label}."
+    if style == BARE:
+        return f"{label}"
+    return f"Category {label}"
+
+
+def decode_data_url(url: str) -> np.ndarray:
+    from PIL import Image
+
+    header, _, payload = url.partition(",")
+    assert header == "data:image/png;base64", header
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(payload))).convert("RGB"))
+
+
+class OpenAIStub:
+    """``with OpenAIStub() as stub:`` then point a client at ``stub.base_url``."""
+
+    def __init__(self, *, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.requests: list[dict[str, Any]] = []
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._faults: list[tuple[int, float]] = []  # (status or 0 for slow, seconds)
+        self._lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                stub._handle(self)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> OpenAIStub:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def fail_next(self, count: int, *, status: int = 429) -> None:
+        """The next ``count`` requests get ``status`` (with a tiny retry-after)."""
+        with self._lock:
+            self._faults += [(status, 0.0)] * count
+
+    def stall_next(self, count: int, *, seconds: float) -> None:
+        """The next ``count`` requests hang for ``seconds`` before answering."""
+        with self._lock:
+            self._faults += [(0, seconds)] * count
+
+    def _send(self, h: BaseHTTPRequestHandler, status: int, body: dict[str, Any],
+              extra: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        for k, v in (extra or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        length = int(h.headers.get("Content-Length", 0))
+        body = json.loads(h.rfile.read(length))
+        with self._lock:
+            fault = self._faults.pop(0) if self._faults else None
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            if h.path != "/v1/chat/completions":
+                self._send(h, 404, {"error": {"message": f"no route {h.path}"}})
+                return
+            texts, images = [], []
+            for msg in body.get("messages", []):
+                content = msg.get("content")
+                parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+                for part in parts:
+                    if part.get("type") == "text":
+                        texts.append(part["text"])
+                    elif part.get("type") == "image_url":
+                        images.append(decode_data_url(part["image_url"]["url"]))
+            record = {"headers": {k.lower(): v for k, v in h.headers.items()}, "body": body, "texts": texts,
+                      "marks": [tuple(int(v) for v in im[0, 0, :2]) for im in images]}
+            with self._lock:
+                self.requests.append(record)
+            if fault is not None and fault[0]:
+                self._send(h, fault[0], {"error": {"message": "injected fault", "type": "stub"}},
+                           {"retry-after-ms": "5"})
+                return
+            if fault is not None:
+                time.sleep(fault[1])
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            text = answer_for(images[0]) if images else "0"
+            self._send(h, 200, {
+                "id": f"chatcmpl-stub-{len(self.requests)}",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model", ""),
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105},
+            })
+        finally:
+            with self._lock:
+                self._in_flight -= 1

@@ -1,0 +1,214 @@
+"""The whole path, as a user runs it: `pytest cases` with a user config, data
+in the datasets' real formats served over loopback HTTP, the real `openai`
+client talking to a loopback chat-completions server, parser, metrics,
+leaderboard text and JSON. Accuracies are exact: the stand-in's answers are
+known from the images it receives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.file_server import FileServer, galaxy_gz_bytes, npy_bytes
+from tests.openai_stub import BARE, CORRECT, CORRECT_STYLES, UNPARSEABLE, VERBOSE, WRONG, OpenAIStub, mark_image
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = "sk-e2e-DISTINCTIVE-SECRET-42"
+
+# LSBG: 12 images in two .npy files, sample_size 10 -> the first 10 are used.
+LSBG_STYLES = [CORRECT, CORRECT, VERBOSE, BARE, CORRECT, WRONG, UNPARSEABLE, CORRECT, VERBOSE, CORRECT, WRONG, WRONG]
+# Morphology: 12 images; WRONG answers label+1, so 1->2 becomes right once 1 and 2 merge.
+MORPH_STYLES = [CORRECT, WRONG, CORRECT, WRONG, VERBOSE, WRONG, UNPARSEABLE, CORRECT, CORRECT, BARE, WRONG, CORRECT]
+MORPH_LABELS = [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3]
+
+
+def build_data(rng: np.random.Generator):
+    lsbg_labels = np.array([i % 2 for i in range(12)], dtype=np.float64)
+    lsbg_images = np.stack([
+        mark_image(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), label=int(lsbg_labels[i]),
+                   style=LSBG_STYLES[i], n_classes=2) for i in range(12)])
+    morph_images = np.stack([
+        mark_image(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), label=MORPH_LABELS[i],
+                   style=MORPH_STYLES[i], n_classes=4) for i in range(12)])
+    files = {
+        "X_data_1.npy": npy_bytes(lsbg_images[:6]),
+        "X_data_2.npy": npy_bytes(lsbg_images[6:]),
+        "y_labels.npy": npy_bytes(lsbg_labels),
+        "train_dataset.hdf5.gz": galaxy_gz_bytes(morph_images, np.array(MORPH_LABELS, dtype=np.uint8)),
+    }
+    return files
+
+
+def user_config(server: FileServer, stub: OpenAIStub, files: dict[str, bytes]) -> str:
+    def entry(name: str, algo: str = "sha256") -> str:
+        digest = hashlib.new(algo, files[name]).hexdigest()
+        return f'"{name}" = {{ url = "{server.url(name)}", checksum = "{algo}:{digest}" }}'
+
+    return f"""
+[tasks.lsbg]
+sample_size = 10
+
+[datasets.lsbg]
+images = ["X_data_1.npy", "X_data_2.npy"]
+
+[datasets.lsbg.files]
+{entry("X_data_1.npy")}
+{entry("X_data_2.npy")}
+{entry("y_labels.npy")}
+
+[datasets.galaxy-mnist.files]
+{entry("train_dataset.hdf5.gz", "md5")}
+
+[models.gpt-4o]
+base_url = "{stub.base_url}"
+api_key_env = "ASTROBENCH_E2E_KEY"
+concurrency = 4
+"""
+
+
+def expected_accuracy(styles, labels, merge=None) -> float:
+    correct = 0
+    for style, label in zip(styles, labels):
+        if style in CORRECT_STYLES:
+            correct += 1
+        elif style == WRONG and merge is not None:
+            correct += merge[label] == merge[(label + 1) % 4]
+    return correct / len(styles)
+
+
+@pytest.fixture
+def world(tmp_path):
+    files = build_data(np.random.default_rng(7))
+    with FileServer(files) as server, OpenAIStub(delay_s=0.01) as stub:
+        cfg = tmp_path / "user.toml"
+        cfg.write_text(user_config(server, stub, files))
+        env = {
+            **os.environ,
+            "ASTROBENCH_CACHE_DIR": str(tmp_path / "cache"),
+            "ASTROBENCH_RESPONSES_DIR": str(tmp_path / "responses"),
+            "ASTROBENCH_E2E_KEY": KEY,
+            "PYTHONPATH": str(REPO),
+        }
+        env.pop("ASTROBENCH_CONFIG", None)
+
+        def run(*args: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [sys.executable, "-m", "pytest", "cases", "--bench-config", str(cfg),
+                 "-p", "no:cacheprovider", "--no-progress", *args],
+                cwd=REPO, env={**env, **(extra_env or {})}, capture_output=True, text=True, timeout=300,
+            )
+
+        yield run, stub, server, tmp_path
+
+
+def test_full_run_exact_accuracies_leaderboard_and_json(world):
+    run, stub, server, tmp = world
+    out = tmp / "results.json"
+    proc = run("--results", str(out), "-v")
+    text = proc.stdout + proc.stderr
+    # morphology misses its 0.62 threshold, so the run fails (exit 1)
+    assert proc.returncode == 1, text
+    assert "cases/test_cases.py::test_case[lsbg-gpt-4o] PASSED" in text
+    assert "FAILED cases/test_cases.py::test_case[morphology-gpt-4o]" in text
+
+    lsbg_acc = expected_accuracy(LSBG_STYLES[:10], [i % 2 for i in range(10)])
+    morph_acc = expected_accuracy(MORPH_STYLES, MORPH_LABELS)
+    merged_acc = expected_accuracy(MORPH_STYLES, MORPH_LABELS, merge=[0, 1, 1, 2])
+    assert (lsbg_acc, morph_acc, merged_acc) == (0.8, 7 / 12, 0.75)
+
+    doc = json.loads(out.read_text())
+    cases = {c["case_id"]: c for c in doc["cases"]}
+    assert set(cases) == {"lsbg-gpt-4o", "morphology-gpt-4o", "morphology-merged-gpt-4o"}
+    assert cases["lsbg-gpt-4o"]["metrics"]["accuracy"] == pytest.approx(lsbg_acc)
+    assert cases["lsbg-gpt-4o"]["metrics"]["n"] == 10
+    assert cases["lsbg-gpt-4o"]["metrics"]["unparseable"] == 1
+    assert cases["morphology-gpt-4o"]["metrics"]["accuracy"] == pytest.approx(morph_acc)
+    assert cases["morphology-merged-gpt-4o"]["metrics"]["accuracy"] == pytest.approx(merged_acc)
+    assert cases["morphology-merged-gpt-4o"]["derived_from"] == "morphology"
+    preds = {p["sample_id"]: p for p in cases["lsbg-gpt-4o"]["predictions"]}
+    assert preds["5"] == {"sample_id": "5", "true": 1, "raw": "**Category 0**", "parsed": 0}
+    assert preds["6"]["parsed"] is None and preds["6"]["raw"] == "I cannot tell from this image."
+    assert preds["2"]["raw"] == "The image belongs to category 0." and preds["2"]["parsed"] == 0
+    assert cases["lsbg-gpt-4o"]["passed"] is True  # 0.80 >= 0.80
+    assert cases["morphology-merged-gpt-4o"]["passed"] is False  # 0.75 < 0.85
+    assert cases["morphology-gpt-4o"]["passed"] is False  # 0.583 < 0.62
+
+    # 10 LSBG + 12 morphology requests: the merged case made no calls of its own
+    assert len(stub.requests) == 22
+    assert stub.max_in_flight > 1
+
+    # failure message names everything a user needs
+    assert ("morphology-gpt-4o: task morphology, model gpt-4o, prompt paper: accuracy 0.5833 "
+            "(95% CI 0.3195-0.8067), threshold 0.620, n=12, unparseable 1") in text
+    # leaderboard: measured rows, then published rows marked as such
+    assert "astrobench leaderboard" in text
+    assert "published: paper (approximate, ~0.83)" in text
+    measured, published = text.split("Published reference rows")
+    assert "0.583" in measured.split("astrobench leaderboard")[1]
+    assert "0.574" in published and "0.574" not in measured.split("astrobench leaderboard")[1]
+
+    # the key never reaches the output, the results or the saved answers
+    assert KEY not in text and KEY not in out.read_text()
+    for f in (tmp / "responses").rglob("*"):
+        if f.is_file():
+            assert KEY not in f.read_text()
+
+    # a rerun resumes from the saved answers: no new model calls, same numbers
+    again = run("--results", str(out))
+    assert again.returncode == 1
+    assert len(stub.requests) == 22
+    assert json.loads(out.read_text())["cases"][0]["metrics"] == doc["cases"][0]["metrics"]
+
+
+def test_selection_limit_and_readable_ids(world):
+    run, stub, server, tmp = world
+    proc = run("--collect-only", "-q")
+    assert "test_case[lsbg-gpt-4o]" in proc.stdout and "test_case[morphology-merged-gpt-4o]" in proc.stdout
+    proc = run("--task", "lsbg", "--limit", "4", "-v")
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # first 4: 4/4 correct >= 0.80
+    assert "test_case[lsbg-gpt-4o] PASSED" in proc.stdout
+    assert "morphology" not in proc.stdout.split("astrobench leaderboard")[0].split("collected")[1]
+    assert len(stub.requests) == 4
+    # only the first image file was needed for 4 samples
+    assert server.hits.get("X_data_2.npy", 0) == 0
+    proc = run("-k", "merged", "--limit", "3")
+    assert "1 passed" in proc.stdout or "1 failed" in proc.stdout
+
+
+def test_config_mistakes_stop_before_any_model_call(world):
+    run, stub, server, tmp = world
+    proc = run("--task", "lsbgg")
+    assert proc.returncode == 4
+    assert "unknown task 'lsbgg'; known tasks: lsbg, morphology, morphology-merged" in proc.stderr
+    proc = run("--model", "gpt4o")
+    assert "unknown model 'gpt4o'; known models: gpt-4o, llava-next" in proc.stderr
+    proc = run("--task", "lsbg", extra_env={"ASTROBENCH_E2E_KEY": ""})
+    assert proc.returncode == 1
+    assert "set the environment variable ASTROBENCH_E2E_KEY" in proc.stdout
+    assert len(stub.requests) == 0
+
+
+def test_offline_with_nothing_cached_skips_with_instructions(world, tmp_path):
+    run, stub, server, tmp = world
+    cfg = tmp / "offline.toml"
+    # a port nothing listens on: the dataset host is unreachable
+    cfg.write_text((tmp / "user.toml").read_text().replace(server.base_url.rstrip("/"), "http://127.0.0.1:9"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "cases", "--bench-config", str(cfg), "-p", "no:cacheprovider",
+         "-rs", "--task", "lsbg"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "ASTROBENCH_CACHE_DIR": str(tmp_path / "empty-cache"), "PYTHONPATH": str(REPO),
+             "ASTROBENCH_E2E_KEY": KEY, "ASTROBENCH_RESPONSES_DIR": str(tmp_path / "r")},
+    )
+    assert proc.returncode == 0, proc.stdout
+    assert "1 skipped" in proc.stdout
+    assert "y_labels.npy is not cached" in proc.stdout
+    assert "python -m benchmark fetch lsbg" in proc.stdout
+    assert len(stub.requests) == 0

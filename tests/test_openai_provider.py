@@ -1,0 +1,123 @@
+"""The OpenAI-compatible provider, through the real `openai` client and real
+HTTP against the loopback stand-in server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmark.config import ModelConfig
+from benchmark.providers.openai_chat import OpenAIChatProvider, png_data_url
+from benchmark.types import BenchError, Request
+from tests.openai_stub import BARE, CORRECT, OpenAIStub, UNPARSEABLE, VERBOSE, WRONG, answer_for, decode_data_url, mark_image
+
+FAKE_KEY = "sk-test-DISTINCTIVE-0123456789abcdef"
+
+
+def make_requests(n: int, n_classes: int = 4, styles=(CORRECT,)) -> list[Request]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        img = mark_image(img, label=i % n_classes, style=styles[i % len(styles)], n_classes=n_classes)
+        out.append(Request(str(i), "Which category?", img, n_classes))
+    return out
+
+
+def provider(stub: OpenAIStub, **settings) -> OpenAIChatProvider:
+    model = ModelConfig("stub", "openai", "stub-vlm",
+                        settings={"base_url": stub.base_url, "api_key_env": "STUB_KEY", **settings})
+    return OpenAIChatProvider.from_config(model, api_key=FAKE_KEY)
+
+
+def test_png_data_url_round_trips_pixels():
+    img = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert np.array_equal(decode_data_url(png_data_url(img)), img)
+
+
+def test_request_format_matches_the_paper_setup():
+    reqs = make_requests(1)
+    with OpenAIStub() as stub:
+        [answer] = provider(stub).classify(reqs)
+    [rec] = stub.requests
+    body = rec["body"]
+    assert body["model"] == "stub-vlm" and body["temperature"] == 0
+    [msg] = body["messages"]
+    assert msg["role"] == "user"
+    kinds = [part["type"] for part in msg["content"]]
+    assert kinds == ["text", "image_url"]  # one image per request
+    assert msg["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert rec["texts"] == ["Which category?"]
+    assert rec["headers"]["authorization"] == f"Bearer {FAKE_KEY}"
+    assert answer.raw == "Category 0" and answer.usage == {"prompt_tokens": 100, "completion_tokens": 5}
+
+
+def test_answers_keyed_by_sample_id_and_concurrent():
+    reqs = make_requests(24, styles=(CORRECT, WRONG, UNPARSEABLE, VERBOSE, BARE))
+    seen = []
+    with OpenAIStub(delay_s=0.05) as stub:
+        answers = provider(stub, concurrency=8).classify(reqs, on_answer=seen.append)
+    assert stub.max_in_flight > 1
+    assert len(seen) == 24
+    by_id = {a.sample_id: a.raw for a in answers}
+    for r in reqs:
+        assert by_id[r.sample_id] == answer_for(r.image)
+
+
+def test_concurrency_is_bounded():
+    with OpenAIStub(delay_s=0.05) as stub:
+        provider(stub, concurrency=3).classify(make_requests(12))
+    assert 1 < stub.max_in_flight <= 3
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_retries_with_backoff_on_429_and_5xx(status):
+    with OpenAIStub() as stub:
+        stub.fail_next(2, status=status)
+        [answer] = provider(stub, max_retries=3).classify(make_requests(1))
+    assert answer.error is None and answer.raw == "Category 0"
+    assert len(stub.requests) == 3
+
+
+def test_retries_on_timeout():
+    with OpenAIStub() as stub:
+        stub.stall_next(1, seconds=1.5)
+        [answer] = provider(stub, max_retries=2, timeout_s=0.5).classify(make_requests(1))
+    assert answer.error is None and answer.raw == "Category 0"
+    assert len(stub.requests) == 2
+
+
+def test_exhausted_retries_give_an_error_answer_not_a_class():
+    with OpenAIStub() as stub:
+        stub.fail_next(3, status=503)
+        [answer] = provider(stub, max_retries=2).classify(make_requests(1))
+    assert answer.label is None and answer.raw == ""
+    assert "InternalServerError" in answer.error
+
+
+def test_client_errors_stop_the_run_with_a_clear_message():
+    with OpenAIStub() as stub:
+        stub.fail_next(1, status=401)
+        with pytest.raises(BenchError, match=r"server refused the request \(401\)"):
+            provider(stub).classify(make_requests(1))
+
+
+def test_missing_key_env_var_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    model = ModelConfig("gpt", "openai", "gpt-4o", settings={"api_key_env": "NO_SUCH_KEY_VAR"})
+    with pytest.raises(BenchError, match=r"set the environment variable NO_SUCH_KEY_VAR"):
+        OpenAIChatProvider.from_config(model)
+
+
+def test_unknown_setting_is_rejected():
+    model = ModelConfig("gpt", "openai", "gpt-4o", settings={"temprature": 0})
+    with pytest.raises(BenchError, match=r"unknown keys \['temprature'\]"):
+        OpenAIChatProvider.from_config(model, api_key="x")
+
+
+def test_fingerprint_changes_with_generation_settings():
+    with OpenAIStub() as stub:
+        a = provider(stub).fingerprint()
+        b = provider(stub, temperature=0.7).fingerprint()
+        c = provider(stub, max_tokens=5).fingerprint()
+    assert a != b and a != c and "api_key" not in str(a) and FAKE_KEY not in str(a)
