@@ -1,0 +1,562 @@
+"""Dataset loading: download, verify, cache and read the benchmark's image sets.
+
+A dataset is a ``[datasets.NAME]`` table of the config (``spec``). Remote files
+(``[datasets.NAME.files]``: ``url`` + ``checksum = "algo:hex"``) are downloaded
+once into ``cache_dir / NAME / FILE``, atomically and checksum-verified; local
+folders (format ``folder``) are read in place. Every loader returns
+``Sample``s with uint8 HxWx3 images and integer labels, after validating the
+data and failing with a :class:`BenchError` that says what was expected and
+what was found.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.types import BenchError, DatasetUnavailable, Sample
+
+CACHE_ENV = "ASTROBENCH_CACHE_DIR"
+DIGEST_ALGOS = ("git-sha1", "md5", "sha256")
+_HEX_LEN = {"git-sha1": 40, "md5": 32, "sha256": 64}
+_CHUNK = 1 << 20
+_TIMEOUT_S = 60.0
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_IMAGE_SHAPE = (64, 64, 3)
+# Descriptive keys any dataset table may carry besides its format's own.
+_META_KEYS = {"format", "description", "license", "citation", "n_classes"}
+
+
+# ----------------------------------------------------------------- public API
+
+
+def default_cache_dir() -> Path:
+    """``$ASTROBENCH_CACHE_DIR``, else ``~/.cache/astrobench``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "astrobench"
+
+
+def file_digest(path: Path, algo: str) -> str:
+    """Hex digest of a file; ``git-sha1`` is sha1 of ``b"blob <size>\\0" + content``."""
+    path = Path(path)
+    hasher = _new_hasher(algo, path.stat().st_size)
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def fetch_dataset(name: str, spec: dict, *, cache_dir: Path | None = None) -> list[Path]:
+    """Download and verify every file of the dataset; return the cached paths.
+
+    Folder datasets have nothing to download and return ``[]``.
+    """
+    fmt, files = _check_spec(name, spec)
+    if fmt == "folder":
+        return []
+    root = _dataset_cache(name, cache_dir)
+    paths = [_ensure_file(name, fname, entry, root) for fname, entry in files.items()]
+    if fmt == "galaxy-mnist-hdf5-gz":
+        _decompressed(name, spec["file"], files[spec["file"]], root)
+    return paths
+
+
+def load_dataset(
+    name: str,
+    spec: dict,
+    *,
+    limit: int | None = None,
+    cache_dir: Path | None = None,
+    base_dir: Path | None = None,
+) -> list[Sample]:
+    """Load the first ``limit`` samples (all if ``None``), downloading as needed.
+
+    ``base_dir`` is the folder that relative ``path``s of folder datasets
+    resolve against (the config file's folder; default: the current one).
+    """
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise BenchError(f"dataset {name}: expected limit to be a non-negative integer or None, "
+                         f"found {limit!r}")
+    fmt, files = _check_spec(name, spec)
+    if fmt == "folder":
+        return _load_folder(name, spec, limit=limit, base_dir=base_dir)
+    root = _dataset_cache(name, cache_dir)
+    if fmt == "lsbg-npy":
+        return _load_lsbg(name, spec, files, root, limit=limit)
+    return _load_galaxy_mnist(name, spec, files, root, limit=limit)
+
+
+# ---------------------------------------------------------------- spec checks
+
+
+@dataclass(frozen=True)
+class _FileEntry:
+    url: str
+    algo: str
+    digest: str
+
+    @property
+    def checksum(self) -> str:
+        return f"{self.algo}:{self.digest}"
+
+
+_FORMAT_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    # format: (required keys, optional keys)
+    "lsbg-npy": ({"images", "labels", "files"}, set()),
+    "galaxy-mnist-hdf5-gz": ({"file", "files"}, set()),
+    "folder": ({"path"}, {"classes"}),
+}
+_DEFAULT_N_CLASSES = {"lsbg-npy": 2, "galaxy-mnist-hdf5-gz": 4}
+
+
+def _check_spec(name: str, spec: Any) -> tuple[str, dict[str, _FileEntry]]:
+    """Validate a dataset table; return its format and parsed ``files`` entries."""
+    where = f"datasets.{name}"
+    if not isinstance(spec, dict):
+        raise BenchError(f"{where}: expected a table, found {spec!r}")
+    fmt = spec.get("format")
+    if fmt not in _FORMAT_KEYS:
+        raise BenchError(f"{where}: expected format to be one of {sorted(_FORMAT_KEYS)}, "
+                         f"found {fmt!r}")
+    required, optional = _FORMAT_KEYS[fmt]
+    missing = sorted(required - set(spec))
+    if missing:
+        raise BenchError(f"{where}: format {fmt!r} needs keys {sorted(required)}; "
+                         f"missing {missing}")
+    unknown = sorted(k for k in set(spec) - required - optional - _META_KEYS
+                     if not k.startswith("_"))
+    if unknown:
+        raise BenchError(f"{where}: unknown keys {unknown}; format {fmt!r} accepts "
+                         f"{sorted(required | optional | _META_KEYS)}")
+    n_classes = spec.get("n_classes")
+    if n_classes is not None and (not isinstance(n_classes, int) or isinstance(n_classes, bool)
+                                  or n_classes < 2):
+        raise BenchError(f"{where}: expected n_classes to be an integer >= 2, found {n_classes!r}")
+
+    if fmt == "folder":
+        if not isinstance(spec["path"], str) or not spec["path"]:
+            raise BenchError(f"{where}.path: expected a folder path string, found {spec['path']!r}")
+        classes = spec.get("classes")
+        if classes is not None:
+            if (not isinstance(classes, list) or not classes
+                    or not all(isinstance(c, str) and c for c in classes)):
+                raise BenchError(f"{where}.classes: expected a non-empty list of folder names, "
+                                 f"found {classes!r}")
+            if len(set(classes)) != len(classes):
+                raise BenchError(f"{where}.classes: expected unique folder names, found {classes!r}")
+            if n_classes is not None and n_classes != len(classes):
+                raise BenchError(f"{where}: n_classes = {n_classes} but classes lists "
+                                 f"{len(classes)} folders")
+        return fmt, {}
+
+    files = _check_files(where, spec["files"])
+    if fmt == "lsbg-npy":
+        images = spec["images"]
+        if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
+            raise BenchError(f"{where}.images: expected a non-empty list of file names, "
+                             f"found {images!r}")
+        if len(set(images)) != len(images):
+            raise BenchError(f"{where}.images: expected unique file names, found {images!r}")
+        named = [("images", i) for i in images] + [("labels", spec["labels"])]
+    else:
+        named = [("file", spec["file"])]
+    for key, fname in named:
+        if not isinstance(fname, str):
+            raise BenchError(f"{where}.{key}: expected a file name string, found {fname!r}")
+        if fname not in files:
+            raise BenchError(f"{where}.{key}: file {fname!r} has no entry in "
+                             f"[{where}.files]; entries: {sorted(files)}")
+    return fmt, files
+
+
+def _check_files(where: str, files: Any) -> dict[str, _FileEntry]:
+    if not isinstance(files, dict) or not files:
+        raise BenchError(f"{where}.files: expected a table of FILE = {{ url = ..., checksum = ... }}, "
+                         f"found {files!r}")
+    out: dict[str, _FileEntry] = {}
+    for fname, entry in files.items():
+        at = f"{where}.files.{fname!r}"
+        if fname in ("", ".", "..") or "/" in fname or "\\" in fname:
+            raise BenchError(f"{at}: expected a plain file name (no folders), found {fname!r}")
+        if not isinstance(entry, dict) or set(entry) != {"url", "checksum"}:
+            raise BenchError(f"{at}: expected {{ url = ..., checksum = \"algo:hex\" }}, "
+                             f"found {entry!r}")
+        url, checksum = entry["url"], entry["checksum"]
+        if not isinstance(url, str) or not re.match(r"^(https?|file)://", url):
+            raise BenchError(f"{at}: expected an http(s):// or file:// URL, found {url!r}")
+        out[fname] = _parse_checksum(at, checksum, url)
+    return out
+
+
+def _parse_checksum(at: str, checksum: Any, url: str) -> _FileEntry:
+    algo, _, digest = checksum.partition(":") if isinstance(checksum, str) else ("", "", "")
+    digest = digest.lower()
+    if algo not in _HEX_LEN or not re.fullmatch(f"[0-9a-f]{{{_HEX_LEN.get(algo, 0)}}}", digest):
+        raise BenchError(f"{at}: expected checksum \"algo:hex\" with algo one of {list(DIGEST_ALGOS)} "
+                         f"and a {'/'.join(str(n) for n in _HEX_LEN.values())}-digit hex digest, "
+                         f"found {checksum!r}")
+    return _FileEntry(url=url, algo=algo, digest=digest)
+
+
+# ------------------------------------------------------------ download/cache
+
+
+def _new_hasher(algo: str, size: int) -> Any:
+    if algo == "git-sha1":
+        h = hashlib.sha1()
+        h.update(b"blob %d\0" % size)
+        return h
+    if algo in ("md5", "sha256"):
+        return hashlib.new(algo)
+    raise BenchError(f"expected a digest algorithm in {list(DIGEST_ALGOS)}, found {algo!r}")
+
+
+def _dataset_cache(name: str, cache_dir: Path | None) -> Path:
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / name
+
+
+def _marker(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _marker_text(entry: _FileEntry, path: Path) -> str:
+    st = path.stat()
+    return f"{entry.checksum} {st.st_size} {st.st_mtime_ns}\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _ensure_file(name: str, fname: str, entry: _FileEntry, root: Path) -> Path:
+    """The verified cached copy of one file, downloading it if absent."""
+    path = root / fname
+    if path.exists():
+        marker = _marker(path)
+        try:
+            if marker.read_text() == _marker_text(entry, path):
+                return path
+        except OSError:
+            pass
+        found = file_digest(path, entry.algo)
+        if found != entry.digest:
+            raise BenchError(
+                f"dataset {name}: cached file {path} does not match its checksum: expected "
+                f"{entry.checksum}, found {entry.algo}:{found}; delete it so it is downloaded "
+                f"again from {entry.url}")
+        _write_atomic(marker, _marker_text(entry, path))
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    _download(name, fname, entry, path)
+    _write_atomic(_marker(path), _marker_text(entry, path))
+    return path
+
+
+def _unavailable(name: str, fname: str, entry: _FileEntry, path: Path, why: str) -> DatasetUnavailable:
+    return DatasetUnavailable(
+        f"dataset {name}: {fname} is not cached at {path} and could not be downloaded from "
+        f"{entry.url} ({why}). Run `python -m benchmark fetch {name}` on a machine with network "
+        f"access, or place the file at {path} (checksum {entry.checksum})")
+
+
+def _download(name: str, fname: str, entry: _FileEntry, dest: Path) -> None:
+    """Stream ``entry.url`` into ``dest`` atomically: temp file, hash, verify, fsync, rename."""
+    from tqdm import tqdm
+
+    request = urllib.request.Request(entry.url, headers={"User-Agent": "astrobench"})
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{fname}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                response = urllib.request.urlopen(request, timeout=_TIMEOUT_S)
+            except urllib.error.HTTPError as exc:
+                raise BenchError(f"dataset {name}: downloading {fname} from {entry.url} failed: "
+                                 f"expected HTTP 200, found HTTP {exc.code} {exc.reason}") from None
+            except urllib.error.URLError as exc:
+                if isinstance(exc.reason, OSError):
+                    raise _unavailable(name, fname, entry, dest, str(exc.reason)) from None
+                raise BenchError(f"dataset {name}: cannot download {fname} from {entry.url}: "
+                                 f"{exc.reason}") from None
+            except (OSError, http.client.HTTPException) as exc:  # timeouts, resets
+                raise _unavailable(name, fname, entry, dest, repr(exc)) from None
+            with response:
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                # git-sha1 needs the size up front; without Content-Length, hash the file after
+                sized = total is not None or entry.algo != "git-sha1"
+                hasher = _new_hasher(entry.algo, total or 0) if sized else None
+                received = 0
+                bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                           desc=f"{name}/{fname}", file=sys.stderr, leave=False,
+                           disable=not sys.stderr.isatty())
+                try:
+                    while True:
+                        chunk = response.read(_CHUNK)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        if hasher is not None:
+                            hasher.update(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+                except http.client.IncompleteRead as exc:
+                    received += len(exc.partial)
+                    raise _unavailable(name, fname, entry, dest,
+                                       f"download interrupted after {received} of {total} bytes"
+                                       ) from None
+                except (OSError, http.client.HTTPException) as exc:
+                    raise _unavailable(name, fname, entry, dest,
+                                       f"download interrupted after {received} bytes: {exc!r}"
+                                       ) from None
+                finally:
+                    bar.close()
+            if total is not None and received != total:
+                raise _unavailable(name, fname, entry, dest,
+                                   f"download interrupted after {received} of {total} bytes")
+            out.flush()
+            os.fsync(out.fileno())
+        found = hasher.hexdigest() if hasher is not None else file_digest(tmp, entry.algo)
+        if found != entry.digest:
+            raise BenchError(
+                f"dataset {name}: downloaded {fname} from {entry.url} does not match its checksum: "
+                f"expected {entry.checksum}, found {entry.algo}:{found} ({received} bytes); "
+                f"the file was not cached")
+        os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _decompressed(name: str, fname: str, entry: _FileEntry, root: Path) -> Path:
+    """Gunzip the cached ``fname`` once (atomically); reuse it while its source is unchanged."""
+    gz = _ensure_file(name, fname, entry, root)
+    out = root / (fname[:-3] if fname.endswith(".gz") else fname + ".raw")
+    source = out.with_name(out.name + ".source")
+    try:
+        if out.exists() and source.read_text() == entry.checksum + "\n":
+            return out
+    except OSError:
+        pass
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=root)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as dst, gzip.open(gz, "rb") as src:
+            shutil.copyfileobj(src, dst, _CHUNK)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, out)
+    except (OSError, EOFError) as exc:
+        raise BenchError(f"dataset {name}: {gz}: expected a gzip-compressed file, "
+                         f"found one that cannot be decompressed ({exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    _write_atomic(source, entry.checksum + "\n")
+    return out
+
+
+# ------------------------------------------------------------------ validation
+
+
+def _n_classes(spec: dict, fmt: str) -> int:
+    return int(spec.get("n_classes") or _DEFAULT_N_CLASSES[fmt])
+
+
+def _check_image_array(what: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    if len(shape) != 4 or tuple(shape[1:]) != _IMAGE_SHAPE:
+        raise BenchError(f"{what}: expected images of shape (N, 64, 64, 3), found {tuple(shape)}")
+    if dtype != np.uint8 and dtype.kind != "f":
+        raise BenchError(f"{what}: expected images of dtype uint8, or float in [0, 1], "
+                         f"found {dtype}")
+
+
+def _to_uint8(what: str, images: np.ndarray) -> np.ndarray:
+    """Copy a (prefix of an) image array into memory as uint8, as matplotlib's imsave would."""
+    if images.dtype == np.uint8:
+        return np.array(images)
+    arr = np.asarray(images)
+    if arr.size:
+        lo, hi = float(np.min(arr)), float(np.max(arr))
+        if not (lo >= 0.0 and hi <= 1.0):  # also false for NaN
+            raise BenchError(f"{what}: expected float images with values in [0, 1], "
+                             f"found values in [{lo}, {hi}]")
+    return (arr * 255).astype(np.uint8)
+
+
+def _check_labels(what: str, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    if labels.ndim != 1:
+        raise BenchError(f"{what}: expected labels of shape (N,), found {labels.shape}")
+    if labels.dtype.kind not in "iuf":
+        raise BenchError(f"{what}: expected integer or float labels, found dtype {labels.dtype}")
+    arr = np.asarray(labels)
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise BenchError(f"{what}: expected integral label values, "
+                             f"found {arr[i].item()!r} at index {i}")
+    out = arr.astype(np.int64)
+    bad = (out < 0) | (out >= n_classes)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise BenchError(f"{what}: expected labels in range({n_classes}), "
+                         f"found {arr[i].item()!r} at index {i}")
+    return out
+
+
+def _count_mismatch(what: str, n_images: int, n_labels: int, *, partial: bool = False) -> BenchError:
+    seen = "at least " if partial else ""
+    return BenchError(f"{what}: expected as many images as labels ({n_labels}), "
+                      f"found {seen}{n_images} images")
+
+
+# --------------------------------------------------------------------- formats
+
+
+def _load_npy(what: Path, *, mmap: bool) -> np.ndarray:
+    try:
+        return np.load(what, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BenchError(f"{what.name}: expected a NumPy .npy array file, found one that cannot "
+                         f"be read ({exc})") from None
+
+
+def _load_lsbg(name: str, spec: dict, files: dict[str, _FileEntry], root: Path,
+               *, limit: int | None) -> list[Sample]:
+    n_classes = _n_classes(spec, "lsbg-npy")
+    labels_name: str = spec["labels"]
+    labels = _check_labels(labels_name,
+                           _load_npy(_ensure_file(name, labels_name, files[labels_name], root),
+                                     mmap=False), n_classes)
+    parts: list[np.ndarray] = []
+    count = 0
+    image_names: list[str] = spec["images"]
+    for i, fname in enumerate(image_names):
+        if limit is not None and count >= limit:
+            break
+        arr = _load_npy(_ensure_file(name, fname, files[fname], root), mmap=True)
+        _check_image_array(fname, arr.shape, arr.dtype)
+        total_here = count + arr.shape[0]
+        all_loaded = i == len(image_names) - 1
+        if total_here > len(labels) or (all_loaded and total_here != len(labels)):
+            raise _count_mismatch(f"dataset {name} ({', '.join(image_names[:i + 1])} "
+                                  f"vs {labels_name})", total_here, len(labels),
+                                  partial=not all_loaded)
+        take = arr.shape[0] if limit is None else min(arr.shape[0], limit - count)
+        parts.append(_to_uint8(fname, arr[:take]))
+        count += take
+        del arr
+    images = np.concatenate(parts) if parts else np.empty((0, *_IMAGE_SHAPE), np.uint8)
+    return [Sample(id=str(i), image=images[i], label=int(labels[i])) for i in range(len(images))]
+
+
+def _load_galaxy_mnist(name: str, spec: dict, files: dict[str, _FileEntry], root: Path,
+                       *, limit: int | None) -> list[Sample]:
+    import h5py
+
+    fname: str = spec["file"]
+    path = _decompressed(name, fname, files[fname], root)
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise BenchError(f"{fname}: expected an HDF5 file inside the gzip, found one h5py cannot "
+                         f"open ({exc})") from None
+    with fh:
+        missing = [k for k in ("images", "labels") if not isinstance(fh.get(k), h5py.Dataset)]
+        if missing:
+            raise BenchError(f"{fname}: expected HDF5 datasets 'images' and 'labels', "
+                             f"found {sorted(fh.keys())}")
+        images_ds, labels_ds = fh["images"], fh["labels"]
+        _check_image_array(fname, images_ds.shape, images_ds.dtype)
+        labels = _check_labels(fname, labels_ds[()], _n_classes(spec, "galaxy-mnist-hdf5-gz"))
+        if images_ds.shape[0] != len(labels):
+            raise _count_mismatch(fname, images_ds.shape[0], len(labels))
+        n = len(labels) if limit is None else min(limit, len(labels))
+        images = _to_uint8(fname, images_ds[:n])
+    return [Sample(id=str(i), image=images[i], label=int(labels[i])) for i in range(n)]
+
+
+def _load_folder(name: str, spec: dict, *, limit: int | None, base_dir: Path | None) -> list[Sample]:
+    from PIL import Image
+
+    where = f"datasets.{name}"
+    folder = Path(spec["path"]).expanduser()
+    if not folder.is_absolute():
+        folder = Path(base_dir if base_dir is not None else spec.get("_base_dir", ".")) / folder
+    if not folder.is_dir():
+        raise BenchError(f"{where}: expected an image folder with one sub-folder per class at "
+                         f"{folder}, found {'a file' if folder.exists() else 'nothing'}")
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes: list[str] = spec.get("classes") or found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise BenchError(f"{where}: {folder} has sub-folders {unknown} that are not in "
+                         f"classes {classes}")
+    missing = [c for c in classes if c not in found]
+    if missing:
+        raise BenchError(f"{where}: expected a sub-folder for each class {classes} in {folder}, "
+                         f"missing {missing}")
+    if len(classes) < 2:
+        raise BenchError(f"{where}: expected at least 2 class sub-folders in {folder}, "
+                         f"found {classes}")
+    per_class: list[list[Path]] = []
+    for c in classes:
+        imgs = sorted((p for p in (folder / c).iterdir()
+                       if p.is_file() and not p.name.startswith(".")
+                       and p.suffix.lower() in _IMAGE_SUFFIXES), key=lambda p: p.name)
+        if not imgs:
+            raise BenchError(f"{where}: expected .png/.jpg/.jpeg images in {folder / c}, found none")
+        per_class.append(imgs)
+    order: list[tuple[int, Path]] = []
+    for rank in range(max(len(imgs) for imgs in per_class)):
+        order.extend((label, imgs[rank]) for label, imgs in enumerate(per_class) if rank < len(imgs))
+    if limit is not None:
+        order = order[:limit]
+    samples = []
+    for label, path in order:
+        rel = path.relative_to(folder).as_posix()
+        try:
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise BenchError(f"{where}: {path}: expected a PNG or JPEG image, found one Pillow "
+                             f"cannot read ({exc})") from None
+        samples.append(Sample(id=rel, image=image, label=label))
+    return samples
+
