@@ -105,3 +105,64 @@ def predictions_from_confusion(confusion: Sequence[Sequence[int]]) -> tuple[list
             y_true += [t] * int(count)
             y_pred += [p] * int(count)
     return y_true, y_pred
+
+
+def row_normalised(
+    confusion: Sequence[Sequence[int]], unparseable_by_class: Sequence[int] | None = None
+) -> list[list[float]]:
+    """Each row divided by its true-class total (unparseable answers included).
+
+    With ``unparseable_by_class`` the total is the class support, so the
+    diagonal is the per-class recall; a row with no samples stays all zero.
+    """
+    rows = np.asarray(confusion, dtype=float)
+    extra = np.zeros(len(rows)) if unparseable_by_class is None else np.asarray(unparseable_by_class, float)
+    if extra.shape != (len(rows),):
+        raise ValueError(f"expected {len(rows)} unparseable counts, found {extra.shape[0]}")
+    totals = rows.sum(axis=1) + extra
+    out = np.divide(rows, totals[:, None], out=np.zeros_like(rows), where=totals[:, None] > 0)
+    return out.tolist()
+
+
+def roc_auc(y_true: Sequence[int], probs: Sequence[Sequence[float] | None], n_classes: int) -> float | None:
+    """ROC-AUC from class probabilities: binary, or one-vs-rest macro average.
+
+    None when any sample has no probabilities, their length is not
+    ``n_classes``, or the true labels hold fewer than two classes (undefined).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    if not probs or any(p is None or len(p) != n_classes for p in probs):
+        return None
+    yt = np.asarray(y_true, dtype=int)
+    present = sorted(set(yt.tolist()))
+    if len(present) < 2:
+        return None
+    p = np.asarray(probs, dtype=float)
+    if n_classes == 2:
+        return float(roc_auc_score(yt, p[:, 1]))
+    sums = p.sum(axis=1, keepdims=True)
+    p = np.divide(p, sums, out=np.full_like(p, 1.0 / n_classes), where=sums > 0)
+    # one-vs-rest per class present in the sample (a class with no positives has no AUC)
+    aucs = [roc_auc_score(yt == c, p[:, c]) for c in present]
+    return float(np.mean(aucs))
+
+
+def merge_probs(probs: Sequence[float], mapping: Sequence[int]) -> list[float]:
+    """Class probabilities summed into merged classes (``mapping``: old -> new)."""
+    if len(probs) != len(mapping):
+        raise ValueError(f"expected {len(mapping)} probabilities, found {len(probs)}")
+    out = [0.0] * (max(mapping) + 1)
+    for old, new in enumerate(mapping):
+        out[new] += float(probs[old])
+    return out
+
+
+def estimate_cost(usage: dict[str, int], prices: dict[str, float] | None) -> float | None:
+    """USD from token totals and ``{input_per_mtok, output_per_mtok}``; None without prices."""
+    if not prices or "input_per_mtok" not in prices or "output_per_mtok" not in prices:
+        return None
+    if "prompt_tokens" not in usage and "completion_tokens" not in usage:
+        return None
+    return (usage.get("prompt_tokens", 0) * float(prices["input_per_mtok"])
+            + usage.get("completion_tokens", 0) * float(prices["output_per_mtok"])) / 1e6

@@ -5,6 +5,7 @@ Only wiring lives here; the logic is in ``benchmark.session`` and friends.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from benchmark.types import BenchError, DatasetUnavailable
 
 _SESSION = pytest.StashKey["object"]()
+_BASELINE = pytest.StashKey["object"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -28,18 +30,61 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="TOML merged over cases/bench.toml (default: $ASTROBENCH_CONFIG)")
     group.addoption("--results", default=None, metavar="PATH",
                     help="write results with per-sample predictions as JSON")
-    group.addoption("--responses-dir", default=None, metavar="DIR",
-                    help="where answers are saved as they arrive, for resume "
-                         "(default: $ASTROBENCH_RESPONSES_DIR or .astrobench/responses)")
+    group.addoption("--cassette-dir", default=None, metavar="DIR",
+                    help="where recorded answers live, one file per case (default: "
+                         "$ASTROBENCH_CASSETTE_DIR, else the vcr_cassette_dir fixture). "
+                         "Record and replay with pytest-recording's --record-mode "
+                         "(none by default: replay only)")
     group.addoption("--no-progress", action="store_true", default=False,
                     help="hide the per-case progress bars")
+    group.addoption("--leaderboard-detail", action="store_true", default=False,
+                    help="also print, per case: per-class P/R/F1, confusion matrix (counts and "
+                         "row-normalised), ROC-AUC, tokens, cost, wall time and throughput")
+    group.addoption("--leaderboard-md", default=None, metavar="PATH",
+                    help="write the leaderboard as GitHub-flavoured Markdown")
+    group.addoption("--leaderboard-html", default=None, metavar="PATH",
+                    help="write a self-contained HTML leaderboard with confusion-matrix heatmaps")
+    group.addoption("--baseline", default=None, metavar="PATH",
+                    help="compare each case with the same case in this earlier --results JSON "
+                         "(shared sample ids, exact McNemar test)")
+    group.addoption("--fail-on-regression", action="store_true", default=False,
+                    help="fail a case whose accuracy dropped against --baseline with p < --regression-alpha")
+    group.addoption("--regression-alpha", type=float, default=0.05, metavar="P",
+                    help="significance level of the regression gate (default 0.05)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "astrobench: a benchmark case (task x model x prompt)")
     opt = config.option
+    _load_baseline(config)
+    if not config.pluginmanager.hasplugin("xdist"):
+        config.addinivalue_line("markers", "xdist_group(name): cases sharing model calls (pytest-xdist)")
+    elif getattr(opt, "dist", "no") == "load":
+        opt.dist = "loadgroup"  # cases sharing predictions (e.g. merged classes) stay on one worker
     if opt.task or opt.model or opt.prompt or opt.bench_config or opt.limit is not None:
         _cases(config)  # asked for the benchmark: check the selection up front
+
+
+def _load_baseline(config: pytest.Config) -> None:
+    from benchmark.compare import Baseline
+
+    opt = config.option
+    if not 0 < opt.regression_alpha < 1:
+        raise pytest.UsageError(f"expected --regression-alpha in (0, 1), found {opt.regression_alpha}")
+    if opt.fail_on_regression and not opt.baseline:
+        raise pytest.UsageError("--fail-on-regression expects --baseline PATH, found no --baseline")
+    if opt.baseline:
+        try:
+            config.stash[_BASELINE] = Baseline.load(opt.baseline)
+        except BenchError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
+def _report(config: pytest.Config, bench):
+    from benchmark.report import Report
+
+    return Report.build(bench.results, config=bench.config, baseline=config.stash.get(_BASELINE, None),
+                        alpha=config.option.regression_alpha)
 
 
 def _cases(config: pytest.Config) -> list:
@@ -64,7 +109,9 @@ def _bench(config: pytest.Config):
             bench = BenchSession(
                 load_config(opt.bench_config),
                 limit=opt.limit,
-                responses_dir=Path(opt.responses_dir) if opt.responses_dir else None,
+                cassette_dir=Path(opt.cassette_dir) if opt.cassette_dir else None,
+                record_mode=None if getattr(opt, "disable_recording", False)
+                else (getattr(opt, "record_mode", None) or "none"),
                 progress=not opt.no_progress,
             )
         except BenchError as exc:
@@ -79,7 +126,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     cases = _cases(metafunc.config)
     metafunc.parametrize(
         "bench_case",
-        [pytest.param(c, marks=pytest.mark.astrobench) for c in cases],
+        [pytest.param(c, marks=[pytest.mark.astrobench, pytest.mark.xdist_group(
+            name=f"{c.task.derived_from or c.task.name}-{c.model.name}-{c.prompt}")]) for c in cases],
         ids=[c.id for c in cases],
     )
 
@@ -91,30 +139,49 @@ def bench(request: pytest.FixtureRequest):
 
 
 @pytest.fixture
-def bench_run(bench):
-    """Run a case; skip it (with the reason) if its data cannot be had offline."""
+def bench_run(bench, request: pytest.FixtureRequest):
+    """Run a case; skip it (with the reason) if its data cannot be had offline;
+    fail it on a significant regression against ``--baseline`` with ``--fail-on-regression``."""
+    config = request.config
 
     def run(case):
         try:
-            return bench.run(case)
+            result = bench.run(case)
         except DatasetUnavailable as exc:
             pytest.skip(str(exc))
         except BenchError as exc:
             pytest.fail(str(exc), pytrace=False)
+        baseline = config.stash.get(_BASELINE, None)
+        if baseline is not None and config.option.fail_on_regression:
+            comparison = baseline.compare(result, alpha=config.option.regression_alpha)
+            if comparison.regression:
+                pytest.fail(f"{comparison.describe()}\n{result.describe()}", pytrace=False)
+        return result
 
     return run
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     bench = config.stash.get(_SESSION, None)
-    if bench is None or not bench.results:
+    if bench is None or not bench.results or hasattr(config, "workerinput"):
         return
+    from benchmark.compare import render_comparison
     from benchmark.leaderboard import render_text
 
+    opt = config.option
     terminalreporter.write_sep("=", "astrobench leaderboard")
     terminalreporter.write_line(render_text(bench.results))
-    if config.option.results:
-        terminalreporter.write_line(f"results written to {config.option.results}")
+    report = _report(config, bench)
+    if report.comparisons is not None:
+        terminalreporter.write_line("")
+        terminalreporter.write_line(render_comparison(report.comparisons, opt.baseline))
+    if opt.leaderboard_detail:
+        terminalreporter.write_sep("-", "astrobench detail")
+        terminalreporter.write_line(report.detail())
+    for what, path in (("results", opt.results), ("Markdown", opt.leaderboard_md),
+                       ("HTML", opt.leaderboard_html)):
+        if path:
+            terminalreporter.write_line(f"{what} written to {path}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -122,8 +189,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if bench is None:
         return
     bench.close()
-    if session.config.option.results and bench.results:
-        from benchmark.leaderboard import results_document, write_json_atomic
+    opt = session.config.option
+    if hasattr(session.config, "workerinput"):  # xdist worker: the controller merges and writes
+        session.config.workeroutput["astrobench"] = json.dumps([r.to_json() for r in bench.results])
+        return
+    if bench.results:
+        _report(session.config, bench).write(
+            json_path=opt.results and Path(opt.results), md_path=opt.leaderboard_md and Path(opt.leaderboard_md),
+            html_path=opt.leaderboard_html and Path(opt.leaderboard_html), sources=bench.config.sources)
 
-        write_json_atomic(Path(session.config.option.results),
-                          results_document(bench.results, sources=bench.config.sources))
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """xdist controller: gather the case results a worker sent back, in plan order."""
+    data = getattr(node, "workeroutput", {}).get("astrobench")
+    if not data:
+        return
+    from benchmark.session import CaseResult
+
+    bench = _bench(node.config)
+    bench.results.extend(CaseResult.from_json(d) for d in json.loads(data))
+    order = {c.id: i for i, c in enumerate(_cases(node.config))}
+    bench.results.sort(key=lambda r: order.get(r.case_id, len(order)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from benchmark.providers import Provider
 from benchmark.store import ResponseCache, request_key
@@ -31,13 +32,13 @@ def answer_requests(
 
     fingerprint = provider.fingerprint()
     keys = {r.sample_id: request_key(fingerprint, r) for r in requests}
+    digests = {r.sample_id: r.image_sha256 for r in requests}
     answers: dict[str, Answer] = {}
     missing: list[Request] = []
     for r in requests:
         hit = cache.get(keys[r.sample_id]) if cache is not None else None
         if hit is not None:
-            hit.sample_id = r.sample_id
-            answers[r.sample_id] = hit
+            answers[r.sample_id] = replace(hit, sample_id=r.sample_id, meta={**hit.meta, "cached": True})
         else:
             missing.append(r)
     if not missing:
@@ -61,7 +62,7 @@ def answer_requests(
         if answer.sample_id not in keys:
             raise BenchError(f"provider answered unknown sample id {answer.sample_id!r}")
         if cache is not None and answer.error is None:
-            cache.put(keys[answer.sample_id], answer)
+            cache.put(keys[answer.sample_id], answer, image_sha256=digests[answer.sample_id])
         answers[answer.sample_id] = answer
         if bar is not None:
             bar.update(1)

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import BenchConfig, ModelConfig, TaskConfig, check_prompt
-from benchmark.metrics import Scores, merge_predictions, score
+from benchmark.metrics import Scores, merge_predictions, merge_probs, score
 from benchmark.parsing import parse_answer
+from benchmark.runner import answer_requests
 from benchmark.types import Answer, BenchError, Request, Sample
 
-RESPONSES_ENV = "ASTROBENCH_RESPONSES_DIR"
+CASSETTES_ENV = "ASTROBENCH_CASSETTE_DIR"
+DEFAULT_CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class CaseResult:
     wall_s: float
     usage: dict[str, int] = field(default_factory=dict)
     derived_from: str | None = None
+    cached: int = 0  # answers served from the response cache (wall time then excludes them)
 
     @property
     def passed(self) -> bool | None:
@@ -120,9 +123,24 @@ class CaseResult:
             "passed": self.passed,
             "wall_s": self.wall_s,
             "usage": self.usage,
+            "cached": self.cached,
             "metrics": self.scores.to_json(),
             "predictions": self.predictions,
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CaseResult:
+        """Inverse of :meth:`to_json` (e.g. results sent back by xdist workers)."""
+        known = set(Scores.__dataclass_fields__)
+        return cls(
+            case_id=data["case_id"], task=data["task"], model=data["model"], model_id=data["model_id"],
+            prompt=data["prompt"], classes=list(data["classes"]),
+            scores=Scores(**{k: v for k, v in data["metrics"].items() if k in known}),
+            threshold=data.get("threshold"), threshold_note=data.get("threshold_note", ""),
+            predictions=list(data["predictions"]), wall_s=float(data["wall_s"]),
+            usage=dict(data.get("usage") or {}), derived_from=data.get("derived_from"),
+            cached=int(data.get("cached") or 0),
+        )
 
 
 @dataclass
@@ -133,7 +151,16 @@ class _Predictions:
 
 
 class BenchSession:
-    """Holds what cases share in one pytest session, and their results."""
+    """Holds what cases share in one pytest session, and their results.
+
+    Answers are recorded per base case under ``cassette_dir``: a vcrpy
+    cassette ``<case>.json`` for HTTP models, a response cache
+    ``<case>.jsonl`` for in-process models. ``record_mode`` follows vcrpy:
+    ``none`` (default) replays only and fails on anything missing; ``once``
+    records a case that has no finished recording; ``new_episodes`` records
+    what is missing; ``all`` and ``rewrite`` record everything again.
+    ``record_mode=None`` means no recording at all: every answer is live.
+    """
 
     def __init__(
         self,
@@ -141,47 +168,70 @@ class BenchSession:
         *,
         limit: int | None = None,
         data_cache_dir: Path | None = None,
-        responses_dir: Path | None = None,
+        cassette_dir: Path | None = None,
+        record_mode: str | None = "none",
+        frozen_dir: Path | None = None,
         progress: bool = True,
+        command_hint: str = "pytest cases",
     ) -> None:
+        from benchmark.cassettes import RECORD_MODES
+        from benchmark.frozen import frozen_dir as default_frozen_dir
+
         if limit is not None and limit < 1:
             raise BenchError(f"expected --limit >= 1, found {limit}")
+        if record_mode is not None and record_mode not in RECORD_MODES:
+            raise BenchError(f"expected --record-mode in {RECORD_MODES}, found {record_mode!r}")
         self.config = config
         self.limit = limit
         self.data_cache_dir = data_cache_dir
-        env_dir = os.environ.get(RESPONSES_ENV)
-        self.responses_dir = responses_dir or (Path(env_dir) if env_dir else Path(".astrobench/responses"))
+        env_dir = os.environ.get(CASSETTES_ENV)
+        self.cassette_dir = cassette_dir or (Path(env_dir) if env_dir else DEFAULT_CASSETTES)
+        self.record_mode = record_mode
+        self.frozen_dir = frozen_dir or default_frozen_dir()
         self.progress = progress
+        self.command_hint = command_hint
+        self.vcr_config: dict[str, Any] = {}
         self.results: list[CaseResult] = []
         self._samples: dict[tuple[str, int | None], list[Sample]] = {}
         self._providers: dict[str, Any] = {}
         self._predictions: dict[tuple[str, str, str], _Predictions] = {}
 
     # -- data ---------------------------------------------------------------
-    def samples(self, task: TaskConfig) -> list[Sample]:
+    def samples(self, task: TaskConfig, *, full: bool = False) -> list[Sample]:
+        """The task's sample (first ``sample_size``, cut to ``--limit`` unless ``full``).
+
+        A frozen sample in ``fixtures/samples/<dataset>.npz`` is used when it
+        holds enough images; otherwise the dataset is loaded (and downloaded).
+        """
         from benchmark.datasets import load_dataset
+        from benchmark.frozen import load_frozen
 
         assert task.dataset is not None
-        sizes = [s for s in (task.sample_size, self.limit) if s is not None]
+        sizes = [s for s in (task.sample_size, None if full else self.limit) if s is not None]
         count = min(sizes) if sizes else None
         key = (task.dataset, count)
-        if key not in self._samples:
-            spec = self.config.datasets[task.dataset]
+        if key in self._samples:
+            return self._samples[key]
+        spec = self.config.datasets[task.dataset]
+        frozen = self.frozen_dir / f"{task.dataset}.npz"
+        samples = load_frozen(frozen, dataset=task.dataset, spec=spec, count=count) if frozen.exists() else None
+        if samples is None:
             samples = load_dataset(task.dataset, spec, limit=count, cache_dir=self.data_cache_dir,
                                    base_dir=self.config.dataset_dirs.get(task.dataset))
-            bad = [s.label for s in samples if not 0 <= s.label < task.n_classes]
-            if bad:
-                raise BenchError(f"task {task.name}: dataset {task.dataset} has labels {sorted(set(bad))}"
-                                 f" outside 0..{task.n_classes - 1}")
-            self._samples[key] = samples
-        return self._samples[key]
+        bad = [s.label for s in samples if not 0 <= s.label < task.n_classes]
+        if bad:
+            raise BenchError(f"task {task.name}: dataset {task.dataset} has labels {sorted(set(bad))}"
+                             f" outside 0..{task.n_classes - 1}")
+        self._samples[key] = samples
+        return samples
 
     # -- models -------------------------------------------------------------
     def provider(self, model: ModelConfig) -> Any:
+        """Built once per model; API clients without a key can still replay."""
         from benchmark.providers import make_provider
 
         if model.name not in self._providers:
-            self._providers[model.name] = make_provider(model, bench=self.config)
+            self._providers[model.name] = make_provider(model, bench=self.config, require_key=False)
         return self._providers[model.name]
 
     def close(self) -> None:
@@ -189,34 +239,105 @@ class BenchSession:
             p.close()
         self._providers.clear()
 
+    def _record_command(self, task: TaskConfig, model: ModelConfig, prompt: str) -> str:
+        parts = [self.command_hint, f"--task {task.name}", f"--model {model.name}"]
+        if prompt not in (model.prompts or task.prompts)[:1]:
+            parts.append(f"--prompt {prompt}")
+        if self.limit is not None:
+            parts.append(f"--limit {self.limit}")
+        for src in self.config.sources[1:]:
+            parts.append(f"--bench-config {src}")
+        return " ".join(parts + ["--record-mode new_episodes"])
+
     def predictions(self, task: TaskConfig, model: ModelConfig, prompt: str) -> _Predictions:
         """Answers of ``model`` on ``task``'s sample, computed once per session."""
-        from benchmark.runner import answer_requests
-        from benchmark.store import ResponseCache
-
         key = (task.name, model.name, prompt)
         if key in self._predictions:
             return self._predictions[key]
         samples = self.samples(task)
         text = task.prompt_text(prompt)
         requests = [Request(s.id, text, s.image, task.n_classes) for s in samples]
-        cache = ResponseCache(self.responses_dir / f"{task.name}-{model.name}-{prompt}.jsonl")
+        provider = self.provider(model)
+        case_id = Case(task, model, prompt, default_prompt=prompt == (model.prompts or task.prompts)[0]).id
+        progress = f"{task.name}/{model.name}" if self.progress else None
         start = time.perf_counter()
-        answers = answer_requests(self.provider(model), requests, cache=cache,
-                                  progress=f"{task.name}/{model.name}" if self.progress else None)
+        if self.record_mode is None:
+            self._need_live(provider, model, len(requests))
+            answers = answer_requests(provider, requests, progress=progress)
+        elif hasattr(provider, "canonical_request"):
+            answers = self._via_cassette(task, model, prompt, case_id, provider, requests, progress)
+        else:
+            answers = self._via_response_cache(task, model, prompt, case_id, provider, requests, progress)
         wall = time.perf_counter() - start
         failed = [a for a in answers.values() if a.error]
         if failed:
             raise BenchError(
                 f"{len(failed)} of {len(requests)} requests to {model.name} failed after retries "
-                f"(e.g. sample {failed[0].sample_id}: {failed[0].error}); the {len(requests) - len(failed)} "
-                f"answers received are saved in {cache.path}; rerun to retry only the failed ones"
+                f"(e.g. sample {failed[0].sample_id}: {failed[0].error}); the "
+                f"{len(requests) - len(failed)} answers received are saved; rerun with "
+                "--record-mode new_episodes to retry only the failed ones"
             )
         for a in answers.values():
             if a.label is None:
                 a.label = parse_answer(a.raw, task.n_classes)
         self._predictions[key] = _Predictions(samples, answers, wall)
         return self._predictions[key]
+
+    def _need_live(self, provider: Any, model: ModelConfig, n_missing: int) -> None:
+        if n_missing and getattr(provider, "has_key", True) is False:
+            from benchmark.providers.openai_chat import missing_key_message
+
+            raise BenchError(missing_key_message(model.name, provider.settings["api_key_env"]))
+
+    def _missing_error(self, path: Path, missing: list[Request], task: TaskConfig,
+                       model: ModelConfig, prompt: str) -> BenchError:
+        ids = ", ".join(r.sample_id for r in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        state = "has no recording" if not path.exists() else "has no recorded answer"
+        return BenchError(
+            f"{path} {state} for {len(missing)} of the requested samples (sample ids: {ids}) "
+            f"in record mode {self.record_mode!r}; record them with:\n  {self._record_command(task, model, prompt)}"
+        )
+
+    def _check_in_sample(self, task: TaskConfig, recorded: set[str], path: Path) -> None:
+        """Recorded answers for images outside the task's sample mean a wrong recording."""
+        outside = recorded - {s.sha256 for s in self.samples(task)}
+        if outside and self.limit is not None:  # maybe beyond --limit: check the whole sample
+            outside -= {s.sha256 for s in self.samples(task, full=True)}
+        if outside:
+            raise BenchError(
+                f"{path} holds answers for {len(outside)} image(s) outside this task's sample "
+                f"(e.g. sha256 {sorted(outside)[0][:16]}...): the dataset or the sample changed since "
+                "it was recorded; re-record it with --record-mode rewrite"
+            )
+
+    def _via_cassette(self, task, model, prompt, case_id, provider, requests, progress):
+        from benchmark.cassettes import CaseCassette
+
+        path = self.cassette_dir / f"{case_id}.json"
+        with CaseCassette(path, record_mode=self.record_mode, vcr_config=self.vcr_config) as cassette:
+            self._check_in_sample(task, cassette.recorded_image_digests(), cassette.path)
+            recorded = cassette.recorded_bodies()
+            replay_all = self.record_mode not in ("all", "rewrite")
+            missing = [r for r in requests
+                       if not replay_all or provider.canonical_request(r).encode() not in recorded]
+            if missing and cassette.strict:
+                raise self._missing_error(path, missing, task, model, prompt)
+            self._need_live(provider, model, len(missing))
+            return answer_requests(provider, requests, progress=progress)
+
+    def _via_response_cache(self, task, model, prompt, case_id, provider, requests, progress):
+        from benchmark.store import ResponseCache, request_key
+
+        path = self.cassette_dir / f"{case_id}.jsonl"
+        if self.record_mode in ("all", "rewrite"):
+            path.unlink(missing_ok=True)
+        cache = ResponseCache(path)
+        self._check_in_sample(task, cache.image_digests(), path)
+        fingerprint = provider.fingerprint()
+        missing = [r for r in requests if request_key(fingerprint, r) not in cache]
+        if missing and self.record_mode == "none":
+            raise self._missing_error(path, missing, task, model, prompt)
+        return answer_requests(provider, requests, cache=cache, progress=progress)
 
     # -- cases --------------------------------------------------------------
     def run(self, case: Case) -> CaseResult:
@@ -234,7 +355,9 @@ class BenchSession:
                 usage[k] = usage.get(k, 0) + int(v)
         predictions = [
             {"sample_id": s.id, "true": t, "raw": preds.answers[s.id].raw, "parsed": p,
-             **({"probs": preds.answers[s.id].probs} if preds.answers[s.id].probs else {})}
+             **({"probs": preds.answers[s.id].probs if task.merge is None
+                 else merge_probs(preds.answers[s.id].probs, task.merge_map())}
+                if preds.answers[s.id].probs else {})}
             for s, t, p in zip(preds.samples, y_true, y_pred)
         ]
         tkey = (task.name, case.model.name, case.prompt)
@@ -253,6 +376,7 @@ class BenchSession:
             wall_s=preds.wall_s,
             usage=usage,
             derived_from=task.derived_from,
+            cached=sum(1 for a in preds.answers.values() if a.meta.get("cached")),
         )
         self.results.append(result)
         return result

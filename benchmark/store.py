@@ -39,6 +39,7 @@ class ResponseCache:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._answers: dict[str, Answer] = {}
+        self._digests: dict[str, str] = {}
         self._load()
 
     def _load(self) -> None:
@@ -64,6 +65,7 @@ class ResponseCache:
                     f"'answer', found {line[:80]!r} ({exc}); delete the line or the file"
                 ) from exc
             self._answers[key] = answer
+            self._digests[key] = rec.get("image_sha256", "")
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -74,9 +76,10 @@ class ResponseCache:
     def get(self, key: str) -> Answer | None:
         return self._answers.get(key)
 
-    def put(self, key: str, answer: Answer) -> None:
+    def put(self, key: str, answer: Answer, *, image_sha256: str = "") -> None:
         """Persist one answer durably before returning."""
-        line = json.dumps({"key": key, "answer": answer.to_json()}, separators=(",", ":"))
+        record = {"key": key, "image_sha256": image_sha256, "answer": answer.to_json()}
+        line = json.dumps(record, separators=(",", ":"))
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "ab") as fh:
@@ -84,6 +87,11 @@ class ResponseCache:
                 fh.flush()
                 os.fsync(fh.fileno())
             self._answers[key] = answer
+            self._digests[key] = image_sha256
+
+    def image_digests(self) -> set[str]:
+        """sha256 of every image answered here (for the outside-the-sample check)."""
+        return {d for d in self._digests.values() if d}
 
     def keys(self) -> Iterable[str]:
         return self._answers.keys()

@@ -92,16 +92,16 @@ def world(tmp_path):
         env = {
             **os.environ,
             "ASTROBENCH_CACHE_DIR": str(tmp_path / "cache"),
-            "ASTROBENCH_RESPONSES_DIR": str(tmp_path / "responses"),
+            "ASTROBENCH_CASSETTE_DIR": str(tmp_path / "cassettes-from-test-server"),
             "ASTROBENCH_E2E_KEY": KEY,
             "PYTHONPATH": str(REPO),
         }
         env.pop("ASTROBENCH_CONFIG", None)
 
-        def run(*args: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        def run(*args: str, extra_env: dict | None = None, mode: str = "once") -> subprocess.CompletedProcess:
             return subprocess.run(
                 [sys.executable, "-m", "pytest", "cases", "--bench-config", str(cfg),
-                 "-p", "no:cacheprovider", "--no-progress", *args],
+                 "-p", "no:cacheprovider", "--no-progress", "--record-mode", mode, *args],
                 cwd=REPO, env={**env, **(extra_env or {})}, capture_output=True, text=True, timeout=300,
             )
 
@@ -156,12 +156,12 @@ def test_full_run_exact_accuracies_leaderboard_and_json(world):
 
     # the key never reaches the output, the results or the saved answers
     assert KEY not in text and KEY not in out.read_text()
-    for f in (tmp / "responses").rglob("*"):
+    for f in (tmp / "cassettes-from-test-server").rglob("*"):
         if f.is_file():
             assert KEY not in f.read_text()
 
-    # a rerun resumes from the saved answers: no new model calls, same numbers
-    again = run("--results", str(out))
+    # a rerun replays the cassettes (default record mode "none"): no model calls, same numbers
+    again = run("--results", str(out), mode="none", extra_env={"ASTROBENCH_E2E_KEY": ""})
     assert again.returncode == 1
     assert len(stub.requests) == 22
     assert json.loads(out.read_text())["cases"][0]["metrics"] == doc["cases"][0]["metrics"]
@@ -205,7 +205,7 @@ def test_offline_with_nothing_cached_skips_with_instructions(world, tmp_path):
          "-rs", "--task", "lsbg"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
         env={**os.environ, "ASTROBENCH_CACHE_DIR": str(tmp_path / "empty-cache"), "PYTHONPATH": str(REPO),
-             "ASTROBENCH_E2E_KEY": KEY, "ASTROBENCH_RESPONSES_DIR": str(tmp_path / "r")},
+             "ASTROBENCH_E2E_KEY": KEY, "ASTROBENCH_CASSETTE_DIR": str(tmp_path / "r")},
     )
     assert proc.returncode == 0, proc.stdout
     assert "1 skipped" in proc.stdout

@@ -56,33 +56,37 @@ def settings_from(model: Any) -> dict[str, Any]:
     return out
 
 
+def missing_key_message(name: str, env: str) -> str:
+    return (f"model {name!r} needs an API key for live calls: set the environment variable {env} "
+            f"(named by models.{name}.api_key_env)")
+
+
 class OpenAIChatProvider:
     """Classifies each request with one chat-completions call."""
 
-    def __init__(self, *, name: str, model: str, settings: dict[str, Any], api_key: str) -> None:
+    def __init__(self, *, name: str, model: str, settings: dict[str, Any], api_key: str | None) -> None:
         import openai
 
+        self.has_key = bool(api_key)
         self.name = name
         self.model = model
         self.settings = settings
         self._client = openai.OpenAI(
-            api_key=api_key,
+            api_key=api_key or "no-key:replay-only",
             base_url=settings["base_url"],
             max_retries=settings["max_retries"],
             timeout=float(settings["timeout_s"]),
         )
 
     @classmethod
-    def from_config(cls, model: Any, *, bench: Any = None, api_key: str | None = None) -> OpenAIChatProvider:
+    def from_config(cls, model: Any, *, bench: Any = None, api_key: str | None = None,
+                    require_key: bool = True, **_: Any) -> OpenAIChatProvider:
+        """``require_key=False`` builds a replay-only client when the key is absent."""
         settings = settings_from(model)
         if api_key is None:
-            env = settings["api_key_env"]
-            api_key = os.environ.get(env)
-            if not api_key:
-                raise BenchError(
-                    f"model {model.name!r} needs an API key for live calls: set the environment "
-                    f"variable {env} (named by models.{model.name}.api_key_env)"
-                )
+            api_key = os.environ.get(settings["api_key_env"])
+            if not api_key and require_key:
+                raise BenchError(missing_key_message(model.name, settings["api_key_env"]))
         return cls(name=model.name, model=model.model, settings=settings, api_key=api_key)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -97,10 +101,14 @@ class OpenAIChatProvider:
             "seed": s["seed"],
         }
 
-    def request_body(self, request: Request) -> dict[str, Any]:
+    def request_body(self, request: Request, *, image_ref: bool = False) -> dict[str, Any]:
+        """The chat-completions JSON; ``image_ref`` puts the image's sha256 in
+        place of its data URL (the canonical form cassettes match on)."""
         content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
         if request.image is not None:
-            image_url: dict[str, Any] = {"url": png_data_url(request.image)}
+            image_url: dict[str, Any] = (
+                {"sha256": request.image_sha256} if image_ref else {"url": png_data_url(request.image)}
+            )
             if self.settings["detail"] is not None:
                 image_url["detail"] = self.settings["detail"]
             content.append({"type": "image_url", "image_url": image_url})
@@ -114,6 +122,13 @@ class OpenAIChatProvider:
         if self.settings["seed"] is not None:
             body["seed"] = self.settings["seed"]
         return body
+
+    def canonical_request(self, request: Request) -> str:
+        """What a cassette stores and matches for ``request`` (see benchmark.cassettes)."""
+        import json
+
+        return json.dumps(self.request_body(request, image_ref=True), sort_keys=True,
+                          separators=(",", ":"), ensure_ascii=False)
 
     def _one(self, request: Request) -> Answer:
         import openai
