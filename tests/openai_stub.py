@@ -110,6 +110,7 @@ class OpenAIStub:
 
     def _send(self, h: BaseHTTPRequestHandler, status: int, body: dict[str, Any],
               extra: dict[str, str] | None = None) -> None:
+        """Send JSON ``body`` with ``status`` and extra headers."""
         data = json.dumps(body).encode()
         h.send_response(status)
         h.send_header("Content-Type", "application/json")
@@ -152,7 +153,8 @@ class OpenAIStub:
             if self.delay_s:
                 time.sleep(self.delay_s)
             text = answer_for(images[0]) if images else "0"
-            self._send(h, 200, {
+            self._send(h, 200, extra={"set-cookie": "session=STUB-COOKIE-SECRET; Path=/",
+                                      "openai-organization": "org-STUB-SECRET"}, body={
                 "id": f"chatcmpl-stub-{len(self.requests)}",
                 "object": "chat.completion",
                 "created": 0,

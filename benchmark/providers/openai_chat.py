@@ -64,7 +64,8 @@ def missing_key_message(name: str, env: str) -> str:
 class OpenAIChatProvider:
     """Classifies each request with one chat-completions call."""
 
-    def __init__(self, *, name: str, model: str, settings: dict[str, Any], api_key: str | None) -> None:
+    def __init__(self, *, name: str, model: str, settings: dict[str, Any], api_key: str | None,
+                 http_client: Any = None) -> None:
         import openai
 
         self.has_key = bool(api_key)
@@ -76,6 +77,7 @@ class OpenAIChatProvider:
             base_url=settings["base_url"],
             max_retries=settings["max_retries"],
             timeout=float(settings["timeout_s"]),
+            http_client=http_client,
         )
 
     @classmethod
