@@ -1,0 +1,428 @@
+"""In-process vision-language models through Hugging Face transformers (LLaVA-NeXT).
+
+Settings (keys of the ``[models.NAME]`` table, defaults in :data:`SETTINGS`):
+
+- ``quantization``: "none" | "8bit" | "4bit" (bitsandbytes; 4bit is
+  ``BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute_dtype)``,
+  as the paper ran it).
+- ``compute_dtype``: bitsandbytes compute dtype, "float16" (paper) | "bfloat16" | "float32".
+- ``dtype``: dtype of the model's other weights. "auto": the checkpoint's dtype on
+  a GPU, the compute dtype when quantized, float32 on a CPU.
+- ``device_map``: passed to ``from_pretrained``; default "auto" with CUDA, else "cpu".
+- ``batch_size``: requests per forward pass / generate call (left padding).
+- ``prompt_format``: "chat-template" (the processor's template, user turn with
+  the image then the prompt, generation prompt added) or "paper"
+  (``USER: <image>\\n{prompt}\\nASSISTANT:``, the authors' notebook). The
+  request's prompt is used with surrounding whitespace stripped.
+- ``mode``: "generate" (greedy ``generate``, free text, label left to the
+  parser or to ``extract_with``), "score" (one forward pass; softmax of the
+  next-token logits over the class label tokens) or "both" (label from score,
+  text from generate, both labels in ``Answer.meta``).
+- ``max_new_tokens`` (200), ``min_new_tokens`` (None): generation length.
+- ``answer_prefix`` (" "): appended to the prompt in score mode only, so that
+  the next token is the class number (see *Label tokens*).
+- ``extract_with``: name of another model in the bench config (an
+  OpenAI-compatible one) that reads the generated text, without the image, and
+  answers the class number: the paper's second step.
+
+Label tokens (score mode). The label of class ``k`` is the string ``str(k)``.
+With ``P`` = the score prompt's text (formatted prompt + ``answer_prefix``),
+the label token of class ``k`` is the one token that
+``tokenize(P + str(k))`` has beyond ``tokenize(P)``; tokenization must
+otherwise be unchanged (``tokenize(P)`` a prefix), and the ``n_classes``
+tokens must be distinct. So the score is exactly the probability the model
+gives to writing ``k`` right after the prompt, as the tokenizer would encode
+it. With the default prefix " " a Mistral/Llama tokenizer gives "▁" then the
+digit token; "10" is never a single token for them, so at most 10 classes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.providers import OnAnswer
+from benchmark.types import Answer, BenchError, Request
+
+INSTALL_HINT = 'pip install "astro-vlm-bench[hf]"'
+PAPER_TEMPLATE = "USER: <image>\n{prompt}\nASSISTANT:"
+EXTRACT_INSTRUCTION = (
+    "Below is a model's answer to a question that asked it to classify an image into one of "
+    "{n} categories, numbered 0 to {last}. Which category number did the model choose? "
+    "Output only the number.\n\nAnswer:\n{text}"
+)
+
+SETTINGS: dict[str, Any] = {
+    "quantization": "none",
+    "compute_dtype": "float16",
+    "dtype": "auto",
+    "device_map": None,          # None: "auto" with CUDA, else "cpu"
+    "batch_size": 1,
+    "prompt_format": "chat-template",
+    "mode": "generate",
+    "max_new_tokens": 200,
+    "min_new_tokens": None,
+    "answer_prefix": " ",
+    "extract_with": None,
+}
+_IGNORED = {"prices", "label"}  # used by the leaderboard, not the provider
+_CHOICES = {
+    "quantization": ("none", "8bit", "4bit"),
+    "compute_dtype": ("float16", "bfloat16", "float32"),
+    "dtype": ("auto", "float16", "bfloat16", "float32"),
+    "prompt_format": ("chat-template", "paper"),
+    "mode": ("generate", "score", "both"),
+}
+
+
+def _import_hf() -> tuple[Any, Any]:
+    """torch and transformers, or a BenchError telling how to install them."""
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise BenchError(
+            f"the 'transformers' provider needs torch and transformers, which are not "
+            f"installed ({exc}); install them with:\n{INSTALL_HINT}"
+        ) from None
+    return torch, transformers
+
+
+def settings_from(model: Any, bench: Any = None) -> dict[str, Any]:
+    """Validated settings of a ``ModelConfig`` (defaults filled in)."""
+    where = f"models.{model.name}"
+    unknown = set(model.settings) - set(SETTINGS) - _IGNORED
+    if unknown:
+        raise BenchError(f"{where}: unknown keys {sorted(unknown)} for provider 'transformers'; "
+                         f"expected some of {sorted(SETTINGS)}")
+    s = {**SETTINGS, **{k: v for k, v in model.settings.items() if k in SETTINGS}}
+    for key, choices in _CHOICES.items():
+        if s[key] not in choices:
+            raise BenchError(f"{where}: expected '{key}' one of {list(choices)}, found {s[key]!r}")
+
+    def positive_int(key: str, minimum: int) -> None:
+        v = s[key]
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= minimum):
+            raise BenchError(f"{where}: expected '{key}' an integer >= {minimum}, found {v!r}")
+
+    positive_int("batch_size", 1)
+    positive_int("max_new_tokens", 1)
+    if s["min_new_tokens"] is not None:
+        positive_int("min_new_tokens", 0)
+        if s["min_new_tokens"] > s["max_new_tokens"]:
+            raise BenchError(f"{where}: expected 'min_new_tokens' <= max_new_tokens "
+                             f"({s['max_new_tokens']}), found {s['min_new_tokens']!r}")
+    if not isinstance(s["answer_prefix"], str):
+        raise BenchError(f"{where}: expected 'answer_prefix' a string, found {s['answer_prefix']!r}")
+    dm = s["device_map"]
+    if dm is not None and not isinstance(dm, (str, dict)):
+        raise BenchError(f"{where}: expected 'device_map' a string (e.g. \"auto\", \"cpu\", "
+                         f"\"cuda:0\") or a table, found {dm!r}")
+    ext = s["extract_with"]
+    if ext is not None:
+        if not isinstance(ext, str):
+            raise BenchError(f"{where}: expected 'extract_with' a model name, found {ext!r}")
+        if s["mode"] == "score":
+            raise BenchError(f"{where}: 'extract_with' reads generated text; expected mode "
+                             f"'generate' or 'both', found 'score'")
+        models = getattr(bench, "models", None) or {}
+        if ext not in models:
+            raise BenchError(f"{where}: extract_with {ext!r} is not a model of the bench config; "
+                             f"known models: {sorted(models)}")
+        if ext == model.name:
+            raise BenchError(f"{where}: extract_with must name another model, found itself")
+    return s
+
+
+def mode_agreement(answers: Sequence[Answer]) -> float | None:
+    """Fraction of both-mode answers whose generate and score labels both exist and agree.
+
+    Answers without both labels count as disagreeing; None when no answer has
+    both-mode meta.
+    """
+    both = [a for a in answers if "score_label" in a.meta]
+    if not both:
+        return None
+    agree = sum(1 for a in both if a.meta.get("generate_label") is not None
+                and a.meta.get("generate_label") == a.meta.get("score_label"))
+    return agree / len(both)
+
+
+class TransformersProvider:
+    """A local image-text-to-text model (LLaVA-NeXT) in generate and/or score mode.
+
+    The processor is loaded at construction (the fingerprint needs the
+    tokenizer); the model only on the first ``classify`` call, so a run
+    answered entirely from the cache never loads the weights.
+    """
+
+    def __init__(self, *, name: str, model: str, settings: dict[str, Any],
+                 extractor: Any = None, extract_name: str | None = None,
+                 cache_dir: Path | str | None = None) -> None:
+        torch, transformers = _import_hf()
+        self.name = name
+        self.model_id = model
+        self.settings = settings
+        self.extractor = extractor
+        self.extract_name = extract_name
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.model_calls = 0  # forward passes + generate calls (tests, perf)
+        self._torch = torch
+        self._model: Any = None
+        self._label_cache: dict[tuple[str, int], list[int]] = {}
+        try:
+            self.processor = transformers.AutoProcessor.from_pretrained(model)
+        except OSError as exc:
+            raise BenchError(f"model {name!r}: cannot load the processor of {model!r} "
+                             f"(expected a Hugging Face id or a local folder): {exc}") from None
+        tokenizer = self.processor.tokenizer
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer
+        self.image_token = getattr(self.processor, "image_token", None) or "<image>"
+
+    @classmethod
+    def from_config(cls, model: Any, *, bench: Any = None, cache_dir: Path | str | None = None,
+                    **kwargs: Any) -> TransformersProvider:
+        """Build from a ``ModelConfig``; ``cache_dir`` holds the extractor's response cache."""
+        settings = settings_from(model, bench)
+        _import_hf()
+        extractor = None
+        if settings["extract_with"] is not None:
+            from benchmark.providers import make_provider
+
+            extractor = make_provider(bench.models[settings["extract_with"]], bench=bench, **kwargs)
+        return cls(name=model.name, model=model.model, settings=settings, extractor=extractor,
+                   extract_name=settings["extract_with"], cache_dir=cache_dir)
+
+    # -- identity -------------------------------------------------------------
+    def label_token_ids(self, score_prompt: str, n_classes: int) -> list[int]:
+        """Token ids of "0".."n_classes-1" right after ``score_prompt`` (module rule)."""
+        key = (score_prompt, n_classes)
+        if key in self._label_cache:
+            return self._label_cache[key]
+        tok = self.tokenizer
+        base = tok.encode(score_prompt, add_special_tokens=False)
+        ids: list[int] = []
+        problems: list[str] = []
+        for k in range(n_classes):
+            full = tok.encode(score_prompt + str(k), add_special_tokens=False)
+            extra = full[len(base):]
+            if full[:len(base)] != base or len(extra) != 1:
+                problems.append(f"{str(k)!r} -> {tok.convert_ids_to_tokens(extra)}")
+            else:
+                ids.append(extra[0])
+        if problems:
+            raise BenchError(
+                f"model {self.name!r}: score mode expects each class label to be one token after "
+                f"the prompt (answer_prefix {self.settings['answer_prefix']!r}); found "
+                f"{', '.join(problems)}. Use mode = \"generate\", fewer classes or another answer_prefix"
+            )
+        if len(set(ids)) != len(ids):
+            shown = {str(k): tok.convert_ids_to_tokens([i])[0] for k, i in enumerate(ids)}
+            raise BenchError(f"model {self.name!r}: expected distinct label tokens, found {shown}")
+        self._label_cache[key] = ids
+        return ids
+
+    def fingerprint(self) -> dict[str, Any]:
+        s = self.settings
+        fp: dict[str, Any] = {
+            "provider": "transformers",
+            "model": self.model_id,
+            "quantization": s["quantization"],
+            "compute_dtype": s["compute_dtype"] if s["quantization"] == "4bit" else None,
+            "dtype": s["dtype"],
+            "prompt_format": s["prompt_format"],
+            "mode": s["mode"],
+        }
+        if s["mode"] in ("generate", "both"):
+            fp["max_new_tokens"] = s["max_new_tokens"]
+            fp["min_new_tokens"] = s["min_new_tokens"]
+        if s["mode"] in ("score", "both"):
+            fp["answer_prefix"] = s["answer_prefix"]
+            tok = self.tokenizer
+            fp["label_tokens"] = [tok.encode(s["answer_prefix"] + str(k), add_special_tokens=False)
+                                  for k in range(10)]
+        if self.extractor is not None:
+            fp["extract_with"] = {"name": self.extract_name, "model": self.extractor.fingerprint(),
+                                  "instruction": EXTRACT_INSTRUCTION}
+        return fp
+
+    # -- prompts --------------------------------------------------------------
+    def prompt_text(self, request: Request) -> str:
+        """The model input text of ``request`` (generation prompt included, no answer prefix)."""
+        prompt = request.prompt.strip()
+        if self.settings["prompt_format"] == "paper":
+            return PAPER_TEMPLATE.format(prompt=prompt).replace("<image>", self.image_token)
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        try:
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:  # no template, or a template error
+            raise BenchError(f"model {self.name!r}: prompt_format 'chat-template' needs the processor's "
+                             f"chat template, which failed ({exc}); use prompt_format = \"paper\"") from None
+
+    # -- model ----------------------------------------------------------------
+    def _load_model(self) -> Any:
+        if self._model is not None:
+            return self._model
+        torch = self._torch
+        from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+
+        s = self.settings
+        cuda = torch.cuda.is_available()
+        kwargs: dict[str, Any] = {"device_map": s["device_map"] or ("auto" if cuda else "cpu")}
+        compute = getattr(torch, s["compute_dtype"])
+        if s["quantization"] != "none":
+            try:
+                import bitsandbytes  # noqa: F401
+            except ImportError as exc:
+                raise BenchError(f"quantization {s['quantization']!r} needs bitsandbytes ({exc}); "
+                                 f"install it with:\n{INSTALL_HINT}") from None
+            if s["quantization"] == "4bit":
+                kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True,
+                                                                   bnb_4bit_compute_dtype=compute)
+            else:
+                kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        if s["dtype"] != "auto":
+            kwargs["dtype"] = getattr(torch, s["dtype"])
+        elif s["quantization"] == "4bit":
+            kwargs["dtype"] = compute
+        elif s["quantization"] == "8bit":
+            kwargs["dtype"] = torch.float16
+        else:
+            kwargs["dtype"] = "auto" if cuda else torch.float32
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(self.model_id, **kwargs)
+        except (OSError, ValueError, ImportError) as exc:
+            raise BenchError(f"model {self.name!r}: cannot load {self.model_id!r} with {kwargs}: {exc}") from None
+        model.eval()
+        self._model = model
+        return model
+
+    def _inputs(self, texts: list[str], requests: Sequence[Request]) -> Any:
+        from PIL import Image
+
+        images = []
+        for r in requests:
+            if r.image is None:
+                raise BenchError(f"model {self.name!r}: expected an image for sample {r.sample_id!r}, "
+                                 "found none (text-only requests are not supported)")
+            images.append(Image.fromarray(np.ascontiguousarray(r.image, dtype=np.uint8), mode="RGB"))
+        # The chat template writes the BOS token itself; the paper's plain prompt relies
+        # on the tokenizer adding it (as the notebook's processor call did).
+        add_special = self.settings["prompt_format"] == "paper"
+        enc = self.processor(images=images, text=texts, padding=True, return_tensors="pt",
+                             add_special_tokens=add_special)
+        enc = enc.to(self._model.device)
+        if "pixel_values" in enc and enc["pixel_values"].is_floating_point():
+            enc["pixel_values"] = enc["pixel_values"].to(self._model.dtype)
+        return enc
+
+    def _score(self, requests: Sequence[Request], texts: list[str]) -> list[list[float]]:
+        torch = self._torch
+        prefix = self.settings["answer_prefix"]
+        label_ids = [self.label_token_ids(t + prefix, r.n_classes) for t, r in zip(texts, requests)]
+        enc = self._inputs([t + prefix for t in texts], requests)
+        mask = enc["attention_mask"]
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            self.model_calls += 1
+            out = self._model(**enc, position_ids=position_ids, use_cache=False, logits_to_keep=1)
+        logits = out.logits[:, -1, :].float()
+        probs: list[list[float]] = []
+        for row, ids in zip(logits, label_ids):
+            p = torch.softmax(row[torch.tensor(ids, device=row.device)], dim=-1)
+            probs.append([float(x) for x in p.cpu()])
+        return probs
+
+    def _generate(self, requests: Sequence[Request], texts: list[str]) -> tuple[list[str], list[int]]:
+        torch = self._torch
+        s = self.settings
+        enc = self._inputs(texts, requests)
+        gen: dict[str, Any] = {"do_sample": False, "max_new_tokens": s["max_new_tokens"],
+                               "pad_token_id": self.tokenizer.pad_token_id}
+        if s["min_new_tokens"] is not None:
+            gen["min_new_tokens"] = s["min_new_tokens"]
+        with torch.inference_mode():
+            self.model_calls += 1
+            out = self._model.generate(**enc, **gen)
+        new = out[:, enc["input_ids"].shape[1]:].cpu()
+        eos = self.tokenizer.eos_token_id
+        # A finished sequence ends at its EOS (padding follows); an unfinished one fills the row.
+        counts = [row.tolist().index(eos) if eos in row.tolist() else len(row) for row in new]
+        return self.tokenizer.batch_decode(new, skip_special_tokens=True), counts
+
+    def _extract(self, requests: Sequence[Request], texts: list[str]) -> dict[str, Answer]:
+        """The paper's second step: the extractor reads each text and answers a number."""
+        from benchmark.runner import answer_requests
+        from benchmark.store import ResponseCache
+
+        asks = [Request(r.sample_id, EXTRACT_INSTRUCTION.format(n=r.n_classes, last=r.n_classes - 1, text=t),
+                        None, r.n_classes) for r, t in zip(requests, texts)]
+        cache = None
+        if self.cache_dir is not None:
+            cache = ResponseCache(self.cache_dir / f"extract-{self.name}-{self.extract_name}.jsonl")
+        return answer_requests(self.extractor, asks, cache=cache)
+
+    # -- protocol -------------------------------------------------------------
+    def classify(self, requests: Sequence[Request], *, on_answer: OnAnswer | None = None) -> list[Answer]:
+        from benchmark.parsing import parse_answer
+
+        if not requests:
+            return []
+        self._load_model()
+        mode = self.settings["mode"]
+        bs = self.settings["batch_size"]
+        answers: list[Answer] = []
+        for start in range(0, len(requests), bs):
+            batch = list(requests[start:start + bs])
+            texts = [self.prompt_text(r) for r in batch]
+            t0 = time.perf_counter()
+            probs = self._score(batch, texts) if mode in ("score", "both") else None
+            raws: list[str] | None = None
+            counts: list[int] = []
+            if mode in ("generate", "both"):
+                raws, counts = self._generate(batch, texts)
+            extracted = self._extract(batch, raws) if raws is not None and self.extractor else None
+            latency = (time.perf_counter() - t0) / len(batch)
+            for i, r in enumerate(batch):
+                ans = Answer(r.sample_id, raw="", latency_s=latency)
+                if probs is not None:
+                    p = probs[i]
+                    ans.probs = p
+                    ans.label = max(range(len(p)), key=p.__getitem__)
+                    ans.raw = str(ans.label)
+                if raws is not None:
+                    ans.raw = raws[i]
+                    ans.usage = {"completion_tokens": counts[i]}
+                    gen_label: int | None = None
+                    if extracted is not None:
+                        ext = extracted[r.sample_id]
+                        ans.meta["extracted"] = ext.raw
+                        if ext.error is not None:
+                            ans.error = f"extractor {self.extract_name!r}: {ext.error}"
+                        gen_label = ext.label if ext.label is not None else parse_answer(ext.raw, r.n_classes)
+                        if mode == "generate":
+                            ans.label = gen_label
+                    elif mode == "both":
+                        gen_label = parse_answer(ans.raw, r.n_classes)
+                    if mode == "both":
+                        ans.meta.update(generate_label=gen_label, score_label=ans.label,
+                                        agree=gen_label is not None and gen_label == ans.label)
+                answers.append(ans)
+                if on_answer is not None:
+                    on_answer(ans)
+        return answers
+
+    def close(self) -> None:
+        self._model = None
+        if self.extractor is not None:
+            self.extractor.close()
+        if self._torch.cuda.is_available():
+            self._torch.cuda.empty_cache()
+
