@@ -59,8 +59,6 @@ def pytest_configure(config: pytest.Config) -> None:
     _load_baseline(config)
     if not config.pluginmanager.hasplugin("xdist"):
         config.addinivalue_line("markers", "xdist_group(name): cases sharing model calls (pytest-xdist)")
-    elif getattr(opt, "dist", "no") == "load":
-        opt.dist = "loadgroup"  # cases sharing predictions (e.g. merged classes) stay on one worker
     if opt.task or opt.model or opt.prompt or opt.bench_config or opt.limit is not None:
         _cases(config)  # asked for the benchmark: check the selection up front
 
@@ -123,11 +121,13 @@ def _bench(config: pytest.Config):
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "bench_case" not in metafunc.fixturenames:
         return
+    from benchmark.scheduling import share_group
+
     cases = _cases(metafunc.config)
     metafunc.parametrize(
         "bench_case",
-        [pytest.param(c, marks=[pytest.mark.astrobench, pytest.mark.xdist_group(
-            name=f"{c.task.derived_from or c.task.name}-{c.model.name}-{c.prompt}")]) for c in cases],
+        [pytest.param(c, marks=[pytest.mark.astrobench, pytest.mark.xdist_group(name=share_group(c))])
+         for c in cases],
         ids=[c.id for c in cases],
     )
 
@@ -199,6 +199,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             html_path=opt.leaderboard_html and Path(opt.leaderboard_html), sources=bench.config.sources)
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """xdist (load / loadgroup): cases sharing model calls go to one worker."""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    from benchmark.scheduling import make_scheduler
+
+    return make_scheduler(config, log, _cases(config))
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error) -> None:
     """xdist controller: gather the case results a worker sent back, in plan order."""
@@ -211,3 +221,4 @@ def pytest_testnodedown(node, error) -> None:
     bench.results.extend(CaseResult.from_json(d) for d in json.loads(data))
     order = {c.id: i for i, c in enumerate(_cases(node.config))}
     bench.results.sort(key=lambda r: order.get(r.case_id, len(order)))
+

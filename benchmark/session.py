@@ -93,7 +93,7 @@ class CaseResult:
     wall_s: float
     usage: dict[str, int] = field(default_factory=dict)
     derived_from: str | None = None
-    cached: int = 0  # answers served from the response cache (wall time then excludes them)
+    cached: int = 0  # answers replayed from a cassette or response cache, not asked live
 
     @property
     def passed(self) -> bool | None:
@@ -231,7 +231,9 @@ class BenchSession:
         from benchmark.providers import make_provider
 
         if model.name not in self._providers:
-            self._providers[model.name] = make_provider(model, bench=self.config, require_key=False)
+            # cache_dir: where an in-process model's answer extractor keeps its answers
+            self._providers[model.name] = make_provider(model, bench=self.config, require_key=False,
+                                                        cache_dir=self.cassette_dir)
         return self._providers[model.name]
 
     def close(self) -> None:
@@ -323,7 +325,12 @@ class BenchSession:
             if missing and cassette.strict:
                 raise self._missing_error(path, missing, task, model, prompt)
             self._need_live(provider, model, len(missing))
-            return answer_requests(provider, requests, progress=progress)
+            answers = answer_requests(provider, requests, progress=progress)
+            live = {r.sample_id for r in missing}
+            for sid, answer in answers.items():  # replayed from the cassette: counted as cached
+                if sid not in live:
+                    answer.meta["cached"] = True
+            return answers
 
     def _via_response_cache(self, task, model, prompt, case_id, provider, requests, progress):
         from benchmark.store import ResponseCache, request_key

@@ -297,3 +297,44 @@ def test_bad_settings(tiny_llava: Path, settings: dict[str, Any], message: str) 
 
 def test_leaderboard_keys_are_accepted(tiny_llava: Path) -> None:
     make(tiny_llava, label="LLaVA", prices={"input_per_mtok": 0.0})
+
+
+def test_session_records_then_replays_without_loading_weights(tiny_llava, tmp_path, monkeypatch):
+    """A GPU run replayed on a laptop: the response cache answers, the model never loads."""
+    from PIL import Image
+
+    from benchmark.config import parse_config
+    from benchmark.session import BenchSession, plan_cases
+
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        folder = tmp_path / "images" / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "paper.txt").write_text("Which category, 0 or 1?")
+    raw = {
+        "datasets": {"toy": {"format": "folder", "path": str(tmp_path / "images")}},
+        "tasks": {"toy": {"dataset": "toy", "classes": ["a", "b"], "prompts": ["paper"]}},
+        "models": {"tiny": {"provider": "transformers", "model": str(tiny_llava), "mode": "score",
+                            "batch_size": 4}},
+    }
+
+    def run(mode):
+        config = parse_config(raw, prompt_dirs={"toy": [tmp_path / "prompts"]})
+        bench = BenchSession(config, cassette_dir=tmp_path / "recordings-of-tiny-model", record_mode=mode,
+                             frozen_dir=tmp_path / "frozen", progress=False)
+        [case] = plan_cases(config)
+        return bench.run(case)
+
+    recorded = run("once")
+    assert (tmp_path / "recordings-of-tiny-model" / "toy-tiny.jsonl").exists()
+
+    def no_weights(self):
+        raise AssertionError("replay must not load the model")
+
+    monkeypatch.setattr(TransformersProvider, "_load_model", no_weights)
+    replayed = run("none")
+    assert replayed.scores == recorded.scores and replayed.scores.n == 6
+    assert [p["probs"] for p in replayed.predictions] == [p["probs"] for p in recorded.predictions]
+    assert all(abs(sum(p["probs"]) - 1) < 1e-6 for p in replayed.predictions)

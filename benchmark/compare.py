@@ -1,0 +1,182 @@
+"""Regression gate: each case against the same case in a baseline results
+JSON, on the sample ids both share, with the exact McNemar test.
+
+Per shared sample, correct = ``parsed == true`` (unparseable is wrong).
+``b`` = right in the baseline, wrong now; ``c`` = wrong in the baseline,
+right now. Δaccuracy = (c - b) / n_shared. The exact McNemar p-value is the
+two-sided binomial test on the discordant pairs: ``min(1, 2 P(X <= min(b, c)))``
+with ``X ~ Bin(b + c, 1/2)``, and 1 when ``b + c = 0``. A regression is a
+drop in accuracy with ``p < alpha``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmark.types import BenchError
+
+SCHEMA = "astrobench-results/1"
+DEFAULT_ALPHA = 0.05
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value for discordant counts ``b`` and ``c``."""
+    if b < 0 or c < 0:
+        raise ValueError(f"expected non-negative discordant counts, found b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2.0 * tail)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One case against its baseline. ``status``: compared, new or no-overlap."""
+
+    case_id: str
+    status: str
+    n_shared: int = 0
+    baseline_accuracy: float | None = None  # on the shared ids
+    accuracy: float | None = None           # on the shared ids
+    b: int = 0                              # baseline right, now wrong
+    c: int = 0                              # baseline wrong, now right
+    p_value: float | None = None
+    alpha: float = DEFAULT_ALPHA
+
+    @property
+    def delta(self) -> float | None:
+        if self.accuracy is None or self.baseline_accuracy is None:
+            return None
+        return self.accuracy - self.baseline_accuracy
+
+    @property
+    def regression(self) -> bool:
+        return (self.status == "compared" and self.delta is not None and self.delta < 0
+                and self.p_value is not None and self.p_value < self.alpha)
+
+    @property
+    def verdict(self) -> str:
+        if self.status != "compared":
+            return self.status
+        if self.regression:
+            return "REGRESSION"
+        if self.p_value is not None and self.p_value < self.alpha and (self.delta or 0) > 0:
+            return "improved"
+        return "no significant change"
+
+    def describe(self) -> str:
+        if self.status != "compared":
+            return f"{self.case_id}: {self.status} (no baseline comparison)"
+        return (f"{self.case_id}: accuracy regression against the baseline: Δaccuracy "
+                f"{self.delta:+.4f} ({self.baseline_accuracy:.4f} -> {self.accuracy:.4f}) on "
+                f"n={self.n_shared} shared samples, exact McNemar p={self.p_value:.4g} "
+                f"< alpha {self.alpha:g} (b={self.b} right before and wrong now, "
+                f"c={self.c} wrong before and right now)")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"case_id": self.case_id, "status": self.status, "n_shared": self.n_shared,
+                "baseline_accuracy": self.baseline_accuracy, "accuracy": self.accuracy,
+                "delta_accuracy": self.delta, "b": self.b, "c": self.c, "p_value": self.p_value,
+                "alpha": self.alpha, "regression": self.regression}
+
+
+def _correct(predictions: Iterable[dict[str, Any]]) -> dict[str, bool]:
+    return {str(p["sample_id"]): p.get("parsed") is not None and p.get("parsed") == p.get("true")
+            for p in predictions}
+
+
+def compare_predictions(
+    case_id: str,
+    predictions: Sequence[dict[str, Any]],
+    baseline_predictions: Sequence[dict[str, Any]] | None,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+) -> Comparison:
+    """Pair the two runs' per-sample correctness on the ids both share."""
+    if baseline_predictions is None:
+        return Comparison(case_id, "new", alpha=alpha)
+    now, before = _correct(predictions), _correct(baseline_predictions)
+    shared = [i for i in now if i in before]
+    if not shared:
+        return Comparison(case_id, "no-overlap", alpha=alpha)
+    b = sum(1 for i in shared if before[i] and not now[i])
+    c = sum(1 for i in shared if now[i] and not before[i])
+    n = len(shared)
+    return Comparison(
+        case_id, "compared", n_shared=n,
+        baseline_accuracy=sum(before[i] for i in shared) / n,
+        accuracy=sum(now[i] for i in shared) / n,
+        b=b, c=c, p_value=mcnemar_exact(b, c), alpha=alpha,
+    )
+
+
+class Baseline:
+    """A previous ``--results`` JSON, indexed by case id."""
+
+    def __init__(self, path: Path | str, cases: dict[str, list[dict[str, Any]]]) -> None:
+        self.path = Path(path)
+        self.cases = cases
+
+    @classmethod
+    def load(cls, path: Path | str) -> Baseline:
+        where = f"--baseline {path}"
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BenchError(f"{where}: file not found; expected a previous --results JSON") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise BenchError(f"{where}: expected a results JSON, found unreadable/invalid JSON ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+            found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+            raise BenchError(f"{where}: expected schema {SCHEMA!r}, found {found!r}")
+        cases = doc.get("cases")
+        if not isinstance(cases, list):
+            raise BenchError(f"{where}: expected 'cases' as a list, found {type(cases).__name__}")
+        out: dict[str, list[dict[str, Any]]] = {}
+        for i, case in enumerate(cases):
+            preds = case.get("predictions") if isinstance(case, dict) else None
+            ok = (isinstance(case, dict) and isinstance(case.get("case_id"), str) and isinstance(preds, list)
+                  and all(isinstance(p, dict) and {"sample_id", "true", "parsed"} <= p.keys() for p in preds))
+            if not ok:
+                raise BenchError(f"{where}: cases[{i}]: expected 'case_id' and 'predictions' with "
+                                 f"sample_id/true/parsed per sample, found "
+                                 f"{sorted(case) if isinstance(case, dict) else type(case).__name__}")
+            out[case["case_id"]] = preds
+        return cls(path, out)
+
+    def compare(self, result: Any, *, alpha: float = DEFAULT_ALPHA) -> Comparison:
+        """``result``: a CaseResult (anything with case_id and predictions)."""
+        return compare_predictions(result.case_id, result.predictions, self.cases.get(result.case_id),
+                                   alpha=alpha)
+
+
+COMPARISON_HEADERS = ["case", "n shared", "baseline acc", "accuracy", "Δacc", "b", "c",
+                      "McNemar p", "verdict"]
+
+
+def comparison_rows(comparisons: Iterable[Comparison]) -> list[list[str]]:
+    rows = []
+    for c in comparisons:
+        if c.status != "compared":
+            rows.append([c.case_id, "-", "-", "-", "-", "-", "-", "-", c.verdict])
+            continue
+        rows.append([c.case_id, str(c.n_shared), f"{c.baseline_accuracy:.3f}", f"{c.accuracy:.3f}",
+                     f"{c.delta:+.3f}", str(c.b), str(c.c), f"{c.p_value:.4g}", c.verdict])
+    return rows
+
+
+def render_comparison(comparisons: Sequence[Comparison], baseline: Path | str, *, fmt: str = "simple") -> str:
+    from tabulate import tabulate
+
+    alpha = comparisons[0].alpha if comparisons else DEFAULT_ALPHA
+    head = (f"Against baseline {baseline} (paired on shared sample ids; exact McNemar test; "
+            f"regression = accuracy drop with p < {alpha:g}; b = right before, wrong now)")
+    return head + "\n" + tabulate(comparison_rows(comparisons), headers=COMPARISON_HEADERS,
+                                  tablefmt=fmt, disable_numparse=True)

@@ -1,0 +1,344 @@
+"""Leaderboard reports beyond the compact terminal table: per-case detail
+(terminal), Markdown, a self-contained HTML page with confusion-matrix
+heatmaps, and the results JSON with per-case summaries.
+
+Every number is computed from ``CaseResult`` objects (or a results JSON read
+back with ``CaseResult.from_json``), so a report can be rebuilt offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark.compare import COMPARISON_HEADERS, Baseline, Comparison, comparison_rows
+from benchmark.leaderboard import (PUBLISHED, PUBLISHED_HEADERS, load_published, published_rows,
+                                   results_document, write_json_atomic)
+from benchmark.metrics import estimate_cost, roc_auc, row_normalised
+from benchmark.types import BenchError
+
+CI_NOTE = "accuracy counts unparseable answers as wrong; 95% CI: Wilson score interval"
+FULL_HEADERS = ["task", "model", "prompt", "n", "accuracy", "95% CI", "macro-F1", "ROC-AUC",
+                "unparseable", "tokens in", "tokens out", "cost USD", "wall s", "img/s", "cached",
+                "threshold", "result"]
+COLUMN_HELP = {
+    "n": "samples scored",
+    "accuracy": "correct / n (unparseable = wrong)",
+    "95% CI": "Wilson score interval on accuracy",
+    "macro-F1": "unweighted mean of per-class F1",
+    "ROC-AUC": "from class probabilities (one-vs-rest macro for >2 classes); - when the model gives none",
+    "unparseable": "answers the parser could not map to a class",
+    "tokens in": "prompt tokens, summed over the case",
+    "tokens out": "completion tokens, summed over the case",
+    "cost USD": "tokens x models.<name>.prices (per million tokens); - without prices",
+    "wall s": "wall time to get the answers (cached answers take ~0 s)",
+    "img/s": "n / wall s",
+    "cached": "answers served from the response cache, not the model",
+    "threshold": "minimum accuracy from [thresholds]",
+    "result": "pass / FAIL against the threshold; - when none is set",
+}
+
+
+def _f(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+@dataclass
+class Report:
+    """What every renderer needs: results, prices, and the baseline comparison."""
+
+    results: list[Any]
+    prices: dict[str, dict[str, float]] = field(default_factory=dict)  # model name -> prices
+    comparisons: list[Comparison] | None = None
+    baseline: str | None = None
+    published: Path = PUBLISHED
+
+    @classmethod
+    def build(cls, results: Sequence[Any], *, config: Any = None, baseline: Baseline | None = None,
+              alpha: float = 0.05, published: Path = PUBLISHED) -> Report:
+        prices = {}
+        if config is not None:
+            prices = {name: m.settings.get("prices") for name, m in config.models.items()
+                      if isinstance(m.settings.get("prices"), dict)}
+        comparisons = [baseline.compare(r, alpha=alpha) for r in results] if baseline else None
+        return cls(list(results), prices, comparisons, str(baseline.path) if baseline else None, published)
+
+    def summary(self, r: Any) -> dict[str, Any]:
+        """Per-case numbers beyond ``Scores``: ROC-AUC, tokens, cost, throughput, merges."""
+        s = r.scores
+        probs = [p.get("probs") for p in r.predictions]
+        usage = r.usage or {}
+        merged = [{"task": m.task, "accuracy": m.scores.accuracy} for m in self.results
+                  if m.derived_from == r.task and m.model == r.model and m.prompt == r.prompt]
+        return {
+            "roc_auc": roc_auc([p["true"] for p in r.predictions], probs, len(r.classes)),
+            "prompt_tokens": usage.get("prompt_tokens"),
+            "completion_tokens": usage.get("completion_tokens"),
+            "cost_usd": estimate_cost(usage, self.prices.get(r.model)),
+            "prices": self.prices.get(r.model),
+            "wall_s": r.wall_s,
+            "images_per_s": s.n / r.wall_s if r.wall_s > 0 else None,
+            "cached": getattr(r, "cached", 0),
+            "confusion_row_normalised": row_normalised(s.confusion, s.unparseable_by_class),
+            "merged_accuracy": merged,
+        }
+
+    def comparison(self, case_id: str) -> Comparison | None:
+        return next((c for c in self.comparisons or [] if c.case_id == case_id), None)
+
+    # -- tables ---------------------------------------------------------------
+    def headers(self) -> list[str]:
+        return FULL_HEADERS + (["Δacc", "McNemar p", "vs baseline"] if self.comparisons is not None else [])
+
+    def rows(self) -> list[list[str]]:
+        rows = []
+        for r in self.results:
+            s, x = r.scores, self.summary(r)
+            row = [r.task, r.model, r.prompt, str(s.n), _f(s.accuracy), f"{s.ci_low:.3f}-{s.ci_high:.3f}",
+                   _f(s.macro_f1), _f(x["roc_auc"]), str(s.unparseable),
+                   "-" if x["prompt_tokens"] is None else str(x["prompt_tokens"]),
+                   "-" if x["completion_tokens"] is None else str(x["completion_tokens"]),
+                   _f(x["cost_usd"], 4), _f(r.wall_s, 2), _f(x["images_per_s"], 1), str(x["cached"]),
+                   _f(r.threshold, 2), {True: "pass", False: "FAIL", None: "-"}[r.passed]]
+            if self.comparisons is not None:
+                c = self.comparison(r.case_id)
+                if c is None or c.status != "compared":
+                    row += ["-", "-", c.verdict if c else "-"]
+                else:
+                    row += [f"{c.delta:+.3f}", f"{c.p_value:.4g}", c.verdict]
+            rows.append(row)
+        return rows
+
+    def published_rows(self) -> tuple[str, list[list[str]]]:
+        citation, pub = load_published(self.published)
+        return citation, published_rows(pub, {r.task for r in self.results})
+
+    # -- outputs ----------------------------------------------------------------
+    def document(self, *, sources: Sequence[Path] = ()) -> dict[str, Any]:
+        """The results JSON: cases with per-sample predictions, plus summaries and the baseline."""
+        doc = results_document(self.results, sources=sources, published=self.published)
+        for case, r in zip(doc["cases"], self.results):
+            case["summary"] = self.summary(r)
+        if self.comparisons is not None:
+            doc["baseline"] = {"path": self.baseline, "comparisons": [c.to_json() for c in self.comparisons]}
+        return doc
+
+    def detail(self) -> str:
+        """Terminal detail: per case, per-class P/R/F1, confusion matrix, usage, timing."""
+        from tabulate import tabulate
+
+        out: list[str] = []
+        for r in self.results:
+            s, x = r.scores, self.summary(r)
+            out += ["", f"{r.case_id}  (task {r.task}, model {r.model} = {r.model_id}, prompt {r.prompt})",
+                    f"  accuracy {s.accuracy:.3f} (95% CI Wilson {s.ci_low:.3f}-{s.ci_high:.3f}), "
+                    f"macro-F1 {s.macro_f1:.3f}, ROC-AUC {_f(x['roc_auc'])}, unparseable {s.unparseable} of {s.n}"]
+            for m in x["merged_accuracy"]:
+                out.append(f"  merged classes ({m['task']}): accuracy {m['accuracy']:.3f}")
+            cost = "-" if x["cost_usd"] is None else f"${x['cost_usd']:.4f}"
+            out.append(f"  tokens in {x['prompt_tokens'] if x['prompt_tokens'] is not None else '-'}, "
+                       f"out {x['completion_tokens'] if x['completion_tokens'] is not None else '-'}, "
+                       f"estimated cost {cost}; wall {r.wall_s:.2f} s, {_f(x['images_per_s'], 1)} img/s, "
+                       f"{x['cached']} of {s.n} answers from the cache")
+            per_class = [[name, _f(s.precision[i]), _f(s.recall[i]), _f(s.f1[i]), str(s.support[i])]
+                         for i, name in enumerate(r.classes)]
+            out.append(_indent(tabulate(per_class, headers=["class", "precision", "recall", "F1", "support"],
+                                        disable_numparse=True)))
+            norm = x["confusion_row_normalised"]
+            labels = [f"{i}:{c}" for i, c in enumerate(r.classes)]
+            cm_rows = [[labels[i], *map(str, row), str(s.unparseable_by_class[i]),
+                        *(f"{v:.2f}" for v in norm[i])] for i, row in enumerate(s.confusion)]
+            heads = ["true \\ predicted", *map(str, range(len(r.classes))), "unparseable",
+                     *(f"{i} (row %)" for i in range(len(r.classes)))]
+            out += ["  confusion matrix: counts, then row-normalised (share of the true class)",
+                    _indent(tabulate(cm_rows, headers=heads, disable_numparse=True))]
+        return "\n".join(out).lstrip("\n")
+
+    def markdown(self) -> str:
+        """GitHub-flavoured Markdown: measured table, baseline table, published table."""
+        from tabulate import tabulate
+
+        parts = ["## Measured", "", f"_{CI_NOTE}._", "",
+                 tabulate(self.rows(), headers=self.headers(), tablefmt="github", disable_numparse=True)]
+        if self.comparisons is not None:
+            parts += ["", f"## Against baseline `{self.baseline}`", "",
+                      "_Paired on shared sample ids; exact McNemar test; b = right in the baseline and "
+                      "wrong now, c = the reverse._", "",
+                      tabulate(comparison_rows(self.comparisons), headers=COMPARISON_HEADERS,
+                               tablefmt="github", disable_numparse=True)]
+        citation, pub = self.published_rows()
+        if pub:
+            parts += ["", "## Published reference (not measured here)", "", f"Source: {citation}", "",
+                      tabulate(pub, headers=PUBLISHED_HEADERS, tablefmt="github", disable_numparse=True)]
+        return "\n".join(parts) + "\n"
+
+    def html(self, *, title: str = "astrobench leaderboard") -> str:
+        """One self-contained page: sortable tables, a confusion heatmap per case."""
+        citation, pub = self.published_rows()
+        body = [f"<h1>{_e(title)}</h1>", f"<p class=\"note\">{_e(CI_NOTE)}. Click a column header to sort.</p>",
+                "<h2>Measured</h2>", _html_table(self.headers(), self.rows(), "measured", sortable=True,
+                                                  help=COLUMN_HELP)]
+        if self.comparisons is not None:
+            body += [f"<h2>Against baseline <code>{_e(self.baseline or '')}</code></h2>",
+                     "<p class=\"note\">Paired on shared sample ids; exact McNemar test; b = right in the "
+                     "baseline and wrong now, c = the reverse.</p>",
+                     _html_table(COMPARISON_HEADERS, comparison_rows(self.comparisons), "baseline",
+                                 sortable=True)]
+        if pub:
+            body += ["<h2>Published reference (not measured here)</h2>",
+                     f"<p class=\"citation\">{_e(citation)}</p>",
+                     _html_table(PUBLISHED_HEADERS, pub, "published", row_class="published")]
+        body.append("<h2>Per case</h2>")
+        for r in self.results:
+            s = r.scores
+            png = confusion_png(r.classes, s.confusion, s.unparseable_by_class,
+                                title=f"{r.case_id}: accuracy {s.accuracy:.3f}")
+            per_class = [[name, _f(s.precision[i]), _f(s.recall[i]), _f(s.f1[i]), str(s.support[i])]
+                         for i, name in enumerate(r.classes)]
+            body += [f"<section class=\"case\" id=\"case-{_e(r.case_id)}\">",
+                     f"<h3>{_e(r.case_id)}</h3>",
+                     f"<img alt=\"confusion matrix of {_e(r.case_id)}\" "
+                     f"src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">",
+                     _html_table(["class", "precision", "recall", "F1", "support"], per_class, None),
+                     "</section>"]
+        return (f"<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+                + "\n".join(body) + f"\n<script>{_SORT_JS}</script>\n</body>\n</html>\n")
+
+    def write(self, *, json_path: Path | None = None, md_path: Path | None = None,
+              html_path: Path | None = None, sources: Sequence[Path] = ()) -> list[Path]:
+        """Write the requested files (atomically for JSON); return what was written."""
+        written = []
+        if json_path:
+            write_json_atomic(Path(json_path), self.document(sources=sources))
+            written.append(Path(json_path))
+        for path, render in ((md_path, self.markdown), (html_path, self.html)):
+            if path:
+                path = Path(path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(render(), encoding="utf-8")
+                written.append(path)
+        return written
+
+
+def results_from_document(doc: dict[str, Any]) -> list[Any]:
+    """CaseResults back from a results JSON document."""
+    from benchmark.session import CaseResult
+
+    return [CaseResult.from_json(c) for c in doc["cases"]]
+
+
+def confusion_png(classes: Sequence[str], confusion: Sequence[Sequence[int]],
+                  unparseable_by_class: Sequence[int] | None = None, *, title: str = "") -> bytes:
+    """Heatmap PNG: colours row-normalised, cells annotated with counts (matplotlib, no pyplot)."""
+    import numpy as np
+
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise BenchError("--leaderboard-html expects matplotlib for the confusion-matrix heatmaps, found none; "
+                         "pip install matplotlib") from None
+
+    unp = list(unparseable_by_class or [0] * len(classes))
+    counts = np.asarray(confusion, dtype=int)
+    cols = list(classes)
+    if any(unp):
+        counts = np.column_stack([counts, unp])
+        cols.append("unparseable")
+    norm = np.asarray(row_normalised(counts))
+    k, m = counts.shape
+    fig = Figure(figsize=(0.95 * m + 2.5, 0.75 * k + 1.9), dpi=100)
+    ax = fig.subplots()
+    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(k):
+        for j in range(m):
+            ax.text(j, i, f"{counts[i, j]}\n{norm[i, j]:.2f}", ha="center", va="center", fontsize=9,
+                    color="white" if norm[i, j] > 0.55 else "black")
+    ax.set_xticks(range(m), [_wrap(c) for c in cols], fontsize=8, rotation=30, ha="right")
+    ax.set_yticks(range(k), [_wrap(c) for c in classes], fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _wrap(label: str, width: int = 14) -> str:
+    words, lines, line = label.split(), [], ""
+    for w in words:
+        if line and len(line) + 1 + len(w) > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    return "\n".join(lines + [line])
+
+
+def _indent(text: str, pad: str = "    ") -> str:
+    return "\n".join(pad + line for line in text.splitlines())
+
+
+def _e(text: str) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _html_table(headers: Sequence[str], rows: Sequence[Sequence[str]], table_id: str | None, *,
+                sortable: bool = False, row_class: str | None = None,
+                help: dict[str, str] | None = None) -> str:
+    attrs = (f" id=\"{table_id}\"" if table_id else "") + (" class=\"sortable\"" if sortable else "")
+    head = "".join(f"<th title=\"{_e((help or {}).get(h, ''))}\">{_e(h)}</th>" for h in headers)
+    tr = f"<tr class=\"{row_class}\">" if row_class else "<tr>"
+    body = "\n".join(tr + "".join(f"<td class=\"num\">{_e(c)}</td>" if _NUMERIC.match(c) else f"<td>{_e(c)}</td>"
+                                   for c in row) + "</tr>" for row in rows)
+    return f"<table{attrs}>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+
+
+_NUMERIC = re.compile(r"^([-+]?[0-9][0-9.,e+-]*|-)$")
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1b1f24;max-width:1500px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:26px 0 8px}h3{font-size:14px;margin:0 0 6px}
+.note,.citation{color:#57606a;font-size:13px;margin:4px 0 10px}
+table{border-collapse:collapse;font-size:12.5px;margin-bottom:6px}
+th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;white-space:nowrap}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+thead th{background:#f6f8fa}
+table.sortable th{cursor:pointer;user-select:none}
+table.sortable th.asc::after{content:" \\25B2"}table.sortable th.desc::after{content:" \\25BC"}
+tr.published td{background:#fff8e6;color:#57606a;font-style:italic}
+tbody tr:nth-child(even) td{background:#fafbfc}tr.published:nth-child(even) td{background:#fff3d6}
+.case{display:inline-block;vertical-align:top;margin:0 18px 18px 0;padding:10px;border:1px solid #d0d7de;
+border-radius:6px}
+.case img{display:block;max-width:100%;margin-bottom:8px}
+"""
+
+_SORT_JS = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("th").forEach(function (th, col) {
+    th.addEventListener("click", function () {
+      var asc = !th.classList.contains("asc");
+      table.querySelectorAll("th").forEach(function (h) { h.classList.remove("asc", "desc"); });
+      th.classList.add(asc ? "asc" : "desc");
+      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      var key = function (r) { var t = r.cells[col].textContent.trim(), x = parseFloat(t);
+        return t === "-" ? null : (isNaN(x) || !/^[-+]?[0-9.]/.test(t) ? t.toLowerCase() : x); };
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (x === null || y === null) { return x === y ? 0 : (x === null ? 1 : -1); }
+        var c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === "number" ? -1 : 1);
+        return asc ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+"""

@@ -1,0 +1,171 @@
+"""Report pieces: ROC-AUC, cost, row-normalised confusion, summaries, the
+terminal detail view, Markdown and the self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+from benchmark.compare import Baseline
+from benchmark.metrics import estimate_cost, merge_probs, roc_auc, row_normalised
+from benchmark.report import Report, results_from_document
+from benchmark.session import CaseResult
+from tests.check_html_render import PRICES, make_result, synthetic_results
+
+
+def test_roc_auc_from_known_probabilities():
+    # binary: positives 0.35, 0.8 vs negatives 0.1, 0.4 -> 3 of 4 pairs ranked right
+    assert roc_auc([0, 0, 1, 1], [[0.9, 0.1], [0.6, 0.4], [0.65, 0.35], [0.2, 0.8]], 2) == 0.75
+    # three classes, one-vs-rest macro: class 0 and 2 perfectly ranked, class 1 at 0.5
+    probs = [[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.2, 0.6], [0.1, 0.1, 0.8], [0.1, 0.2, 0.7]]
+    y = [0, 0, 1, 1, 2, 2]
+    # class 1 scores: positives 0.3, 0.2 vs negatives 0.1, 0.2, 0.1, 0.2: 0.3 beats 4; 0.2 beats 2, ties 2
+    # -> (4 + 2 + 0.5 * 2) / 8 = 0.875; classes 0 and 2 are ranked perfectly
+    assert roc_auc(y, probs, 3) == pytest.approx((1.0 + 0.875 + 1.0) / 3)
+    assert roc_auc([0, 1], [[0.5, 0.5], None], 2) is None       # a sample without probabilities
+    assert roc_auc([1, 1], [[0.1, 0.9], [0.2, 0.8]], 2) is None  # one class only: undefined
+    assert roc_auc([0, 1], [[0.1, 0.2, 0.7], [0.3, 0.3, 0.4]], 2) is None  # wrong length
+    assert merge_probs([0.1, 0.2, 0.3, 0.4], [0, 1, 1, 2]) == pytest.approx([0.1, 0.5, 0.4])
+
+
+def test_cost_from_known_usage_and_prices():
+    usage = {"prompt_tokens": 1_000_000, "completion_tokens": 200_000}
+    assert estimate_cost(usage, {"input_per_mtok": 2.5, "output_per_mtok": 10.0}) == pytest.approx(4.5)
+    assert estimate_cost({"prompt_tokens": 1200, "completion_tokens": 6}, PRICES["gpt-4o"]) == pytest.approx(0.00306)
+    assert estimate_cost(usage, None) is None and estimate_cost(usage, {"input_per_mtok": 1}) is None
+    assert estimate_cost({}, PRICES["gpt-4o"]) is None
+
+
+def test_row_normalised_confusion():
+    assert row_normalised([[3, 1], [0, 2]]) == [[0.75, 0.25], [0.0, 1.0]]
+    # unparseable answers count in the row total: the diagonal is the recall
+    assert row_normalised([[3, 1], [0, 2]], [0, 2]) == [[0.75, 0.25], [0.0, 0.5]]
+    assert row_normalised([[0, 0], [1, 3]]) == [[0.0, 0.0], [0.25, 0.75]]  # empty row stays zero
+    with pytest.raises(ValueError, match="expected 2 unparseable counts, found 3"):
+        row_normalised([[1, 0], [0, 1]], [0, 0, 0])
+
+
+def small_results() -> list[CaseResult]:
+    a = make_result("lsbg-gpt-4o", "lsbg", "gpt-4o", ["artifact", "LSBG"], [0, 0, 1, 1, 1], [0, 1, 1, 1, None],
+                    usage={"prompt_tokens": 400_000, "completion_tokens": 100_000}, wall_s=2.5, threshold=0.5)
+    m = make_result("morphology-llava", "morphology", "llava", ["a", "b", "c"], [0, 1, 2, 2], [0, 2, 2, 1],
+                    probs=[[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.1, 0.1, 0.8], [0.2, 0.5, 0.3]], wall_s=0.0,
+                    cached=4)
+    merged = make_result("morphology-merged-llava", "morphology-merged", "llava", ["a", "b or c"], [0, 1, 1, 1],
+                         [0, 1, 1, 1], derived_from="morphology")
+    return [a, m, merged]
+
+
+def test_summary_detail_and_json_round_trip():
+    rep = Report(small_results(), prices=PRICES)
+    a, m, merged = (rep.summary(r) for r in rep.results)
+    assert a["cost_usd"] == pytest.approx(0.4 * 2.5 + 0.1 * 10.0)
+    assert a["images_per_s"] == 2.0 and a["roc_auc"] is None
+    assert a["confusion_row_normalised"] == [[0.5, 0.5], [0.0, 2 / 3]]
+    assert m["cost_usd"] is None and m["images_per_s"] is None and m["cached"] == 4
+    assert m["merged_accuracy"] == [{"task": "morphology-merged", "accuracy": 1.0}]
+    assert m["roc_auc"] == pytest.approx(roc_auc([0, 1, 2, 2], [p["probs"] for p in rep.results[1].predictions], 3))
+    row = dict(zip(rep.headers(), rep.rows()[0]))
+    assert (row["accuracy"], row["unparseable"], row["cost USD"], row["img/s"], row["result"]) == \
+        ("0.600", "1", "2.0000", "2.0", "pass")
+    assert dict(zip(rep.headers(), rep.rows()[1]))["cost USD"] == "-"
+
+    detail = rep.detail()
+    assert "merged classes (morphology-merged): accuracy 1.000" in detail
+    assert "estimated cost $2.0000" in detail and "4 of 4 answers from the cache" in detail
+    lsbg_block = detail.split("morphology-llava")[0]
+    assert re.search(r"artifact\s+1\.000\s+0\.500\s+0\.667\s+2", lsbg_block)   # P R F1 support
+    assert re.search(r"1:LSBG\s+0\s+2\s+1\s+0\.00\s+0\.67", lsbg_block)        # counts, unparseable, row %
+
+    doc = json.loads(json.dumps(rep.document()))
+    assert doc["cases"][0]["summary"]["cost_usd"] == pytest.approx(2.0)
+    back = results_from_document(doc)
+    assert [r.to_json() for r in back] == [r.to_json() for r in rep.results]
+
+
+def test_markdown_tables_and_published_rows(tmp_path):
+    rep = Report(small_results(), prices=PRICES)
+    md = rep.markdown()
+    measured, published = md.split("## Published reference (not measured here)")
+    assert measured.startswith("## Measured")
+    assert "| task " in measured and "|-" in measured
+    assert re.search(r"\| lsbg\s+\| gpt-4o\s+\| paper\s+\| 5\s+\| 0\.600\s+\|", measured)
+    assert "published" not in measured.lower().replace("not measured here", "")
+    assert "Source: Tanoglidis & Jain (2024)" in published
+    assert "published: paper (approximate, ~0.83)" in published and "0.574" in published
+    # with a baseline: a comparison table with Δacc and p
+    base = tmp_path / "base.json"
+    doc = json.loads(json.dumps(rep.document()))
+    for p in doc["cases"][0]["predictions"]:
+        p["parsed"] = p["true"]          # baseline all right: b = 2 (ids 1 and 4), c = 0
+    base.write_text(json.dumps(doc))
+    rep2 = Report.build(rep.results, baseline=Baseline.load(base))
+    md2 = rep2.markdown()
+    assert "## Against baseline" in md2
+    assert re.search(r"\| lsbg-gpt-4o\s+\| 5\s+\| 1\.000\s+\| 0\.600\s+\| -0\.400\s+\| 2\s+\| 0\s+\| 0\.5\s+\|"
+                     r" no significant change", md2)
+
+
+class _Parse(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, dict]] = []
+        self.rows: dict[str, list[dict]] = {}
+        self.imgs: list[str] = []
+        self.scripts = ""
+        self.urls: list[str] = []
+        self._table: str | None = None
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for k in ("src", "href"):
+            if k in a:
+                self.urls.append(a[k])
+        if tag == "table":
+            self._table = a.get("id", "")
+            self.rows.setdefault(self._table, [])
+        elif tag == "tr" and self._table is not None:
+            self.rows[self._table].append({"class": a.get("class"), "cells": []})
+        elif tag == "img":
+            self.imgs.append(a["src"])
+        elif tag == "script":
+            self._in_script = True
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._table = None
+        elif tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts += data
+        elif self._table is not None and self.rows[self._table] and data.strip():
+            self.rows[self._table][-1]["cells"].append(data.strip())
+
+
+def test_html_is_self_contained_sortable_with_a_heatmap_per_case():
+    results = synthetic_results(n=30)
+    page = Report(results, prices=PRICES).html()
+    p = _Parse()
+    p.feed(page)
+    measured = [r for r in p.rows["measured"][1:]]           # first row: header
+    assert [r["cells"][0] for r in measured] == [r.task for r in results]
+    assert all(r["class"] is None for r in measured)
+    assert 'querySelectorAll("table.sortable")' in p.scripts and "addEventListener(\"click\"" in p.scripts
+    assert 'id="measured" class="sortable"' in page
+    assert len(p.imgs) == len(results)
+    for src in p.imgs:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    pub = p.rows["published"][1:]
+    assert pub and all(r["class"] == "published" and r["cells"][-1].startswith("published: ") for r in pub)
+    assert all(u.startswith("data:") for u in p.urls)
+    assert not re.search(r"https?://|//cdn|@import", page)
+    assert "<h2>Published reference (not measured here)</h2>" in page
+    assert page.index('id="measured"') < page.index('id="published"')
