@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.types import BenchError
+from benchmark.core import BenchError
 
 
 def main(argv: list[str] | None = None) -> int:

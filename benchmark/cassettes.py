@@ -36,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from benchmark.types import BenchError, image_digest
+from benchmark.core import BenchError, image_digest
 
 FORMAT = "astrobench-cassette/1"
 CHAT_PATH = "/chat/completions"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.types import BenchError
+from benchmark.core import BenchError
 
 SCHEMA = "astrobench-results/1"
 DEFAULT_ALPHA = 0.05

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.types import BenchError
+from benchmark.core import BenchError
 
 BUILTIN_CONFIG = Path(__file__).resolve().parent.parent / "cases" / "bench.toml"
 CONFIG_ENV = "ASTROBENCH_CONFIG"

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.types import BenchError, DatasetUnavailable, Sample
+from benchmark.core import BenchError, DatasetUnavailable, Sample
 
 CACHE_ENV = "ASTROBENCH_CACHE_DIR"
 DIGEST_ALGOS = ("git-sha1", "md5", "sha256")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.types import BenchError, Sample
+from benchmark.core import BenchError, Sample
 
 FORMAT = "astrobench-frozen-sample/1"
 FIXTURES_ENV = "ASTROBENCH_FIXTURES_DIR"

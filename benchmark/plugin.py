@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.types import BenchError, DatasetUnavailable
+from benchmark.core import BenchError, DatasetUnavailable
 
 _SESSION = pytest.StashKey["object"]()
 _BASELINE = pytest.StashKey["object"]()

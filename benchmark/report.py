@@ -21,7 +21,7 @@ from benchmark.compare import COMPARISON_HEADERS, Baseline, Comparison, comparis
 from benchmark.leaderboard import (PUBLISHED, PUBLISHED_HEADERS, load_published, published_rows,
                                    results_document, write_json_atomic)
 from benchmark.metrics import estimate_cost, roc_auc, row_normalised
-from benchmark.types import BenchError
+from benchmark.core import BenchError
 
 CI_NOTE = "accuracy counts unparseable answers as wrong; 95% CI: Wilson score interval"
 FULL_HEADERS = ["task", "model", "prompt", "n", "accuracy", "95% CI", "macro-F1", "ROC-AUC",

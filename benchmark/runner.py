@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from benchmark.providers import Provider
 from benchmark.store import ResponseCache, request_key
-from benchmark.types import Answer, BenchError, Request
+from benchmark.core import Answer, BenchError, Request
 
 
 def answer_requests(

@@ -13,7 +13,7 @@ from benchmark.config import BenchConfig, ModelConfig, TaskConfig, check_prompt
 from benchmark.metrics import Scores, merge_predictions, merge_probs, score
 from benchmark.parsing import parse_answer
 from benchmark.runner import answer_requests
-from benchmark.types import Answer, BenchError, Request, Sample
+from benchmark.core import Answer, BenchError, Request, Sample
 
 CASSETTES_ENV = "ASTROBENCH_CASSETTE_DIR"
 DEFAULT_CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from benchmark.types import Answer, BenchError, Request
+from benchmark.core import Answer, BenchError, Request
 
 
 def request_key(fingerprint: dict[str, Any], request: Request) -> str:

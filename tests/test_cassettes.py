@@ -23,7 +23,7 @@ from benchmark.frozen import load_frozen, write_frozen
 from benchmark.providers import PROVIDERS
 from benchmark.providers.openai_chat import OpenAIChatProvider, png_data_url
 from benchmark.session import BenchSession, plan_cases
-from benchmark.types import Answer, BenchError, Request, Sample
+from benchmark.core import Answer, BenchError, Request, Sample
 from tests.openai_stub import BARE, CORRECT, UNPARSEABLE, VERBOSE, WRONG, OpenAIStub, answer_for, mark_image
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from math import comb
 import pytest
 
 from benchmark.compare import Baseline, compare_predictions, mcnemar_exact, render_comparison
-from benchmark.types import BenchError
+from benchmark.core import BenchError
 
 
 @pytest.mark.parametrize(("b", "c", "p"), [

@@ -8,7 +8,7 @@ import pytest
 
 from benchmark.config import load_config
 from benchmark.session import plan_cases
-from benchmark.types import BenchError
+from benchmark.core import BenchError
 
 
 def write(path: Path, text: str) -> Path:

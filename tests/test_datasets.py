@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from benchmark.datasets import default_cache_dir, fetch_dataset, file_digest, load_dataset
-from benchmark.types import BenchError, DatasetUnavailable
+from benchmark.core import BenchError, DatasetUnavailable
 from tests.file_server import (
     FileServer,
     corrupted,

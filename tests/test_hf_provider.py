@@ -23,7 +23,7 @@ from benchmark.providers import PROVIDERS  # noqa: E402
 from benchmark.providers.hf import INSTALL_HINT, TransformersProvider, mode_agreement  # noqa: E402
 from benchmark.runner import answer_requests  # noqa: E402
 from benchmark.store import ResponseCache  # noqa: E402
-from benchmark.types import Answer, BenchError, Request  # noqa: E402
+from benchmark.core import Answer, BenchError, Request  # noqa: E402
 from tests.tiny_llava import IMAGE_TOKEN, StubExtractor, build_tiny_llava  # noqa: E402
 
 N_CLASSES = 4

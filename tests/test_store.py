@@ -7,7 +7,7 @@ import pytest
 
 from benchmark.runner import answer_requests
 from benchmark.store import ResponseCache, request_key
-from benchmark.types import Answer, BenchError, Request
+from benchmark.core import Answer, BenchError, Request
 
 
 class CountingProvider:

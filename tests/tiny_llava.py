@@ -215,7 +215,7 @@ class StubExtractor:
         return {"provider": "stub", "name": self.name}
 
     def classify(self, requests: Any, *, on_answer: Any = None) -> list[Any]:
-        from benchmark.types import Answer
+        from benchmark.core import Answer
 
         StubExtractor.calls.append(list(requests))
         out = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from benchmark.types import Answer, BenchError, Request
+from benchmark.core import Answer, BenchError, Request
 
 OnAnswer = Callable[[Answer], None]
 

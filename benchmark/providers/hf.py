@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.providers import OnAnswer
-from benchmark.types import Answer, BenchError, Request
+from benchmark.core import Answer, BenchError, Request
 
 INSTALL_HINT = 'pip install "astro-vlm-bench[hf]"'
 PAPER_TEMPLATE = "USER: <image>\n{prompt}\nASSISTANT:"

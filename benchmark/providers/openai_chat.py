@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.providers import OnAnswer
-from benchmark.types import Answer, BenchError, Request
+from benchmark.core import Answer, BenchError, Request
 
 _SETTINGS = {
     "base_url": None,            # None: the openai client's default (api.openai.com)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from benchmark.cassettes import CaseCassette  # noqa: E402
 from benchmark.config import ModelConfig  # noqa: E402
 from benchmark.providers.openai_chat import OpenAIChatProvider  # noqa: E402
-from benchmark.types import Request  # noqa: E402
+from benchmark.core import Request  # noqa: E402
 from tests.openai_stub import OpenAIStub, answer_for, mark_image  # noqa: E402
 
 try:

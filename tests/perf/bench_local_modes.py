@@ -47,7 +47,7 @@ def main() -> int:
     from benchmark.config import ModelConfig
     from benchmark.parsing import parse_answer
     from benchmark.providers.hf import TransformersProvider
-    from benchmark.types import Request
+    from benchmark.core import Request
     from tests.tiny_llava import build_tiny_llava
 
     torch.set_num_threads(args.threads)
