@@ -28,7 +28,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from benchmark.core import BenchError, image_digest
+from benchmark.core import BenchError, image_digest, write_atomic
 
 FORMAT = "astrobench-cassette/1"
 CHAT_PATH = "/chat/completions"
@@ -256,18 +255,7 @@ class CompactPersister:
         from vcr.serialize import serialize
 
         path = Path(cassette_path)
-        text = serialize(cassette_dict, serializer)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, serialize(cassette_dict, serializer))
         journal_path(path).unlink(missing_ok=True)
 
 

@@ -6,7 +6,10 @@ task config -> Sample -> Request -> provider -> Answer -> parser -> metrics.
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,23 @@ class DatasetUnavailable(BenchError):
 
     Cases that hit this are skipped with the message, never passed or crashed.
     """
+
+
+def write_atomic(path: Path | str, data: str | bytes) -> None:
+    """Write a file so that a crash never leaves it half-written (temp file,
+    fsync, rename in the same folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def image_digest(image: np.ndarray) -> str:

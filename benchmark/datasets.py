@@ -17,7 +17,6 @@ import http.client
 import os
 import re
 import shutil
-import socket
 import sys
 import tempfile
 import urllib.error
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.core import BenchError, DatasetUnavailable, Sample
+from benchmark.core import BenchError, DatasetUnavailable, Sample, write_atomic
 
 CACHE_ENV = "ASTROBENCH_CACHE_DIR"
 DIGEST_ALGOS = ("git-sha1", "md5", "sha256")
@@ -240,17 +239,6 @@ def _marker_text(entry: _FileEntry, path: Path) -> str:
     return f"{entry.checksum} {st.st_size} {st.st_mtime_ns}\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _ensure_file(name: str, fname: str, entry: _FileEntry, root: Path) -> Path:
     """The verified cached copy of one file, downloading it if absent."""
     path = root / fname
@@ -267,11 +255,11 @@ def _ensure_file(name: str, fname: str, entry: _FileEntry, root: Path) -> Path:
                 f"dataset {name}: cached file {path} does not match its checksum: expected "
                 f"{entry.checksum}, found {entry.algo}:{found}; delete it so it is downloaded "
                 f"again from {entry.url}")
-        _write_atomic(marker, _marker_text(entry, path))
+        write_atomic(marker, _marker_text(entry, path))
         return path
     root.mkdir(parents=True, exist_ok=True)
     _download(name, fname, entry, path)
-    _write_atomic(_marker(path), _marker_text(entry, path))
+    write_atomic(_marker(path), _marker_text(entry, path))
     return path
 
 
@@ -387,7 +375,7 @@ def _decompressed(name: str, fname: str, entry: _FileEntry, root: Path) -> Path:
                          f"found one that cannot be decompressed ({exc})") from None
     finally:
         tmp.unlink(missing_ok=True)
-    _write_atomic(source, entry.checksum + "\n")
+    write_atomic(source, entry.checksum + "\n")
     return out
 
 
