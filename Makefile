@@ -9,6 +9,9 @@ TORCH_SPEC ?= torch
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RESULTS ?= results/latest.json
+# `make bench` replays what is recorded in cassettes/ and records what is
+# missing (needs the model's key); RECORD_MODE=none replays only.
+RECORD_MODE ?= once
 
 .PHONY: install bench test clean
 
@@ -22,7 +25,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest cases --results $(RESULTS) $(ARGS)
+	$(BIN)/python -m pytest cases --record-mode $(RECORD_MODE) --results $(RESULTS) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests $(ARGS)
