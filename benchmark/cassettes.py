@@ -121,7 +121,12 @@ class _Canonicalizer:
         return request
 
 
-def _strip_response(response: dict[str, Any]) -> dict[str, Any]:
+def _strip_response(response: dict[str, Any]) -> dict[str, Any] | None:
+    """vcrpy ``before_record_response``: keep only answers (2xx), with
+    ``content-type`` as the one header. A 429/5xx is never recorded, or its
+    replay would fail the same request forever."""
+    if not 200 <= int(response.get("status", {}).get("code", 0)) < 300:
+        return None
     headers = {k: v for k, v in (response.get("headers") or {}).items()
                if k.lower() in _KEPT_RESPONSE_HEADERS}
     return {**response, "headers": headers}

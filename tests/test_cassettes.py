@@ -372,3 +372,22 @@ api_key_env = "ASTROBENCH_TEST_KEY"
     path = tmp_path / "toy.toml"
     path.write_text(text)
     return path
+
+
+def test_failed_requests_are_not_recorded_and_a_rerun_retries_only_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 6)
+        raw["models"]["stub"].update(max_retries=1, concurrency=1)
+        stub.fail_next(2, status=503)  # the first request fails, retry included
+        with pytest.raises(BenchError, match=r"1 of 6 requests to stub failed after retries"):
+            run_case(session(raw, tmp_path, "once"))
+        assert len(stub.requests) == 7
+        cassette_dir = tmp_path / "cassettes-from-test-server"
+        saved = b"".join(p.read_bytes() for p in cassette_dir.iterdir())
+        assert b"injected fault" not in saved and b"503" not in saved
+        with pytest.raises(BenchError, match="has no recorded answer for 1 .*artifact/img000.png"):
+            run_case(session(raw, tmp_path, "once"))  # finished cassette: once replays only
+        result = run_case(session(raw, tmp_path, "new_episodes"))  # as the message says
+        assert len(stub.requests) == 8  # only the failed sample was asked again
+    assert result.scores.n == 6
