@@ -141,8 +141,21 @@ def bench(request: pytest.FixtureRequest):
 @pytest.fixture
 def bench_run(bench, request: pytest.FixtureRequest):
     """Run a case; skip it (with the reason) if its data cannot be had offline;
-    fail it on a significant regression against ``--baseline`` with ``--fail-on-regression``."""
+    fail it on a significant regression against ``--baseline`` with ``--fail-on-regression``.
+
+    pytest-recording conventions apply: the ``vcr_config`` fixture's options
+    reach the cassettes, and the ``vcr_cassette_dir`` fixture places them
+    unless ``--cassette-dir`` or ``$ASTROBENCH_CASSETTE_DIR`` says otherwise.
+    """
+    import os
+
+    from benchmark.session import CASSETTES_ENV
+
     config = request.config
+    if config.pluginmanager.hasplugin("recording"):
+        if not config.option.cassette_dir and not os.environ.get(CASSETTES_ENV):
+            bench.cassette_dir = Path(request.getfixturevalue("vcr_cassette_dir"))
+        bench.vcr_config = dict(request.getfixturevalue("vcr_config"))
 
     def run(case):
         try:

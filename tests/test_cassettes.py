@@ -391,3 +391,44 @@ def test_failed_requests_are_not_recorded_and_a_rerun_retries_only_them(tmp_path
         result = run_case(session(raw, tmp_path, "new_episodes"))  # as the message says
         assert len(stub.requests) == 8  # only the failed sample was asked again
     assert result.scores.n == 6
+
+
+def test_pytest_recording_conventions_place_and_configure_cassettes(tmp_path, monkeypatch):
+    """A project using the plugin outside this repo: its conftest's vcr_cassette_dir
+    and vcr_config fixtures decide where cassettes go and reach vcrpy."""
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    monkeypatch.delenv("ASTROBENCH_CASSETTE_DIR", raising=False)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 3)
+        cfg = write_toml(tmp_path, raw)
+        project = tmp_path / "project"
+        project.mkdir()
+        (project / "conftest.py").write_text(textwrap.dedent(f"""
+            import pytest
+            seen = []
+
+            @pytest.fixture(scope="module")
+            def vcr_cassette_dir():
+                return {str(tmp_path / "recorded-from-test-server")!r}
+
+            @pytest.fixture
+            def vcr_config():
+                def note(request):
+                    seen.append(request.uri)
+                    return request
+                return {{"before_record_request": note}}
+
+            def pytest_sessionfinish(session):
+                print("VCR_CONFIG_SAW", len(seen))
+        """))
+        (project / "test_bench.py").write_text(
+            "def test_case(bench_case, bench_run):\n    bench_run(bench_case)\n")
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "--record-mode", "once",
+             "--bench-config", str(cfg), "--task", "toy", "--model", "stub", "--no-progress", "test_bench.py"],
+            cwd=project, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(REPO), "ASTROBENCH_FIXTURES_DIR": str(tmp_path / "frozen")},
+        )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "recorded-from-test-server" / "toy-stub.json").exists()
+    assert "VCR_CONFIG_SAW" in proc.stdout and "VCR_CONFIG_SAW 0" not in proc.stdout
