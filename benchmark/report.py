@@ -87,6 +87,7 @@ class Report:
             "cached": getattr(r, "cached", 0),
             "confusion_row_normalised": row_normalised(s.confusion, s.unparseable_by_class),
             "merged_accuracy": merged,
+            "mode_agreement": _mode_agreement(r.predictions),
         }
 
     def comparison(self, case_id: str) -> Comparison | None:
@@ -141,6 +142,8 @@ class Report:
                     f"macro-F1 {s.macro_f1:.3f}, ROC-AUC {_f(x['roc_auc'])}, unparseable {s.unparseable} of {s.n}"]
             for m in x["merged_accuracy"]:
                 out.append(f"  merged classes ({m['task']}): accuracy {m['accuracy']:.3f}")
+            if x["mode_agreement"] is not None:
+                out.append(f"  generate and score modes agree on {x['mode_agreement']:.3f} of the images")
             cost = "-" if x["cost_usd"] is None else f"${x['cost_usd']:.4f}"
             out.append(f"  tokens in {x['prompt_tokens'] if x['prompt_tokens'] is not None else '-'}, "
                        f"out {x['completion_tokens'] if x['completion_tokens'] is not None else '-'}, "
@@ -342,3 +345,13 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
   });
 });
 """
+
+
+def _mode_agreement(predictions: list[dict[str, Any]]) -> float | None:
+    """Share of images where a model run in both modes gave the same class
+    (a missing generate label counts as disagreement); None if not run so."""
+    both = [p for p in predictions if "score_label" in p]
+    if not both:
+        return None
+    return sum(p.get("generate_label") is not None and p["generate_label"] == p["score_label"]
+               for p in both) / len(both)

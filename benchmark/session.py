@@ -364,7 +364,9 @@ class BenchSession:
             {"sample_id": s.id, "true": t, "raw": preds.answers[s.id].raw, "parsed": p,
              **({"probs": preds.answers[s.id].probs if task.merge is None
                  else merge_probs(preds.answers[s.id].probs, task.merge_map())}
-                if preds.answers[s.id].probs else {})}
+                if preds.answers[s.id].probs else {}),
+             **{k: preds.answers[s.id].meta[k] for k in ("generate_label", "score_label")
+                if k in preds.answers[s.id].meta and task.merge is None}}
             for s, t, p in zip(preds.samples, y_true, y_pred)
         ]
         tkey = (task.name, case.model.name, case.prompt)

@@ -320,9 +320,9 @@ def test_session_records_then_replays_without_loading_weights(tiny_llava, tmp_pa
                             "batch_size": 4}},
     }
 
-    def run(mode):
+    def run(mode, cassettes="recordings-of-tiny-model"):
         config = parse_config(raw, prompt_dirs={"toy": [tmp_path / "prompts"]})
-        bench = BenchSession(config, cassette_dir=tmp_path / "recordings-of-tiny-model", record_mode=mode,
+        bench = BenchSession(config, cassette_dir=tmp_path / cassettes, record_mode=mode,
                              frozen_dir=tmp_path / "frozen", progress=False)
         [case] = plan_cases(config)
         return bench.run(case)
@@ -338,3 +338,14 @@ def test_session_records_then_replays_without_loading_weights(tiny_llava, tmp_pa
     assert replayed.scores == recorded.scores and replayed.scores.n == 6
     assert [p["probs"] for p in replayed.predictions] == [p["probs"] for p in recorded.predictions]
     assert all(abs(sum(p["probs"]) - 1) < 1e-6 for p in replayed.predictions)
+
+    # both modes: each prediction carries the two labels, and the report says how often they agree
+    monkeypatch.undo()
+    raw["models"]["tiny"].update(mode="both", max_new_tokens=3)
+    both = run("once", cassettes="recordings-both-modes")
+    from benchmark.report import _mode_agreement
+
+    assert all({"generate_label", "score_label"} <= set(p) for p in both.predictions)
+    assert [p["score_label"] for p in both.predictions] == [p["parsed"] for p in both.predictions]
+    agreement = _mode_agreement(both.predictions)
+    assert agreement is not None and 0.0 <= agreement <= 1.0

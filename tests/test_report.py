@@ -169,3 +169,12 @@ def test_html_is_self_contained_sortable_with_a_heatmap_per_case():
     assert not re.search(r"https?://|//cdn|@import", page)
     assert "<h2>Published reference (not measured here)</h2>" in page
     assert page.index('id="measured"') < page.index('id="published"')
+
+
+def test_mode_agreement_from_both_mode_predictions():
+    from benchmark.report import _mode_agreement
+
+    preds = [{"generate_label": 1, "score_label": 1}, {"generate_label": None, "score_label": 0},
+             {"generate_label": 0, "score_label": 1}, {"generate_label": 2, "score_label": 2}]
+    assert _mode_agreement(preds) == 0.5
+    assert _mode_agreement([{"parsed": 1}]) is None
