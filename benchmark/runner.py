@@ -17,13 +17,15 @@ def answer_requests(
     *,
     cache: ResponseCache | None = None,
     progress: str | None = None,
+    refresh: bool = False,
 ) -> dict[str, Answer]:
     """Answer every request, keyed by sample id.
 
     Answers already in ``cache`` are reused; the provider is asked only for
     the rest, and each new answer is persisted the moment it arrives, so an
     interrupted run resumes where it stopped. ``progress`` is a label for a
-    progress bar on stderr (None: no bar).
+    progress bar on stderr (None: no bar). ``refresh`` asks the provider
+    for everything again; new answers then supersede the cached ones.
     """
     ids = [r.sample_id for r in requests]
     if len(set(ids)) != len(ids):
@@ -36,7 +38,7 @@ def answer_requests(
     answers: dict[str, Answer] = {}
     missing: list[Request] = []
     for r in requests:
-        hit = cache.get(keys[r.sample_id]) if cache is not None else None
+        hit = cache.get(keys[r.sample_id]) if cache is not None and not refresh else None
         if hit is not None:
             answers[r.sample_id] = replace(hit, sample_id=r.sample_id, meta={**hit.meta, "cached": True})
         else:

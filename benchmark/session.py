@@ -336,7 +336,7 @@ class BenchSession:
         from benchmark.store import ResponseCache, request_key
 
         path = self.cassette_dir / f"{case_id}.jsonl"
-        if self.record_mode in ("all", "rewrite"):
+        if self.record_mode == "rewrite":
             path.unlink(missing_ok=True)
         cache = ResponseCache(path)
         self._check_in_sample(task, cache.image_digests(), path)
@@ -344,7 +344,8 @@ class BenchSession:
         missing = [r for r in requests if request_key(fingerprint, r) not in cache]
         if missing and self.record_mode == "none":
             raise self._missing_error(path, missing, task, model, prompt)
-        return answer_requests(provider, requests, cache=cache, progress=progress)
+        return answer_requests(provider, requests, cache=cache, progress=progress,
+                               refresh=self.record_mode == "all")
 
     # -- cases --------------------------------------------------------------
     def run(self, case: Case) -> CaseResult:

@@ -306,6 +306,9 @@ def test_local_models_use_a_response_cache_with_the_same_rules(tmp_path, monkeyp
     assert FakeLocalProvider.calls == 8
     replay = run_case(session(raw, tmp_path, "none"))
     assert FakeLocalProvider.calls == 8 and replay.scores == full.scores and first.scores.n == 5
+    run_case(session(raw, tmp_path, "all"))  # asks again; old answers stay until replaced
+    assert FakeLocalProvider.calls == 16
+    assert run_case(session(raw, tmp_path, "none")).scores == full.scores
     raw["models"]["stub"]["temperature"] = 0.5  # another fingerprint: a miss
     with pytest.raises(BenchError, match="has no recorded answer for 8"):
         run_case(session(raw, tmp_path, "none"))
