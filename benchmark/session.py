@@ -358,8 +358,8 @@ class BenchSession:
             y_true, y_pred = merge_predictions(y_true, y_pred, task.merge_map())
         scores = score(y_true, y_pred, task.n_classes)
         usage: dict[str, int] = {}
-        for a in preds.answers.values():
-            for k, v in a.usage.items():
+        for a in preds.answers.values() if task.derived_from is None else ():
+            for k, v in a.usage.items():  # a derived task made no calls of its own
                 usage[k] = usage.get(k, 0) + int(v)
         predictions = [
             {"sample_id": s.id, "true": t, "raw": preds.answers[s.id].raw, "parsed": p,
@@ -383,7 +383,7 @@ class BenchSession:
             threshold_note=self.config.threshold_notes.get(tkey)
             or self.config.threshold_notes.get((task.name, case.model.name, None), ""),
             predictions=predictions,
-            wall_s=preds.wall_s,
+            wall_s=preds.wall_s if task.derived_from is None else 0.0,
             usage=usage,
             derived_from=task.derived_from,
             cached=sum(1 for a in preds.answers.values() if a.meta.get("cached")),

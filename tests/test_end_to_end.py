@@ -132,6 +132,9 @@ def test_full_run_exact_accuracies_leaderboard_and_json(world):
     assert cases["morphology-gpt-4o"]["metrics"]["accuracy"] == pytest.approx(morph_acc)
     assert cases["morphology-merged-gpt-4o"]["metrics"]["accuracy"] == pytest.approx(merged_acc)
     assert cases["morphology-merged-gpt-4o"]["derived_from"] == "morphology"
+    # usage is counted once, on the case that made the calls
+    assert cases["morphology-gpt-4o"]["usage"] == {"prompt_tokens": 1200, "completion_tokens": 60}
+    assert cases["morphology-merged-gpt-4o"]["usage"] == {}
     preds = {p["sample_id"]: p for p in cases["lsbg-gpt-4o"]["predictions"]}
     assert preds["5"] == {"sample_id": "5", "true": 1, "raw": "**Category 0**", "parsed": 0}
     assert preds["6"]["parsed"] is None and preds["6"]["raw"] == "I cannot tell from this image."
