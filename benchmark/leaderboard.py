@@ -54,18 +54,22 @@ def load_published(path: Path = PUBLISHED) -> tuple[str, list[PublishedRow]]:
     return data["citation"], rows
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    """A number for a table; "-" when there is none."""
     return "-" if x is None else f"{x:.{digits}f}"
+
+
+def verdict(passed: bool | None) -> str:
+    return {True: "pass", False: "FAIL", None: "-"}[passed]
 
 
 def measured_rows(results: Iterable[Any]) -> list[list[str]]:
     rows = []
     for r in results:
         s = r.scores
-        verdict = {True: "pass", False: "FAIL", None: "-"}[r.passed]
-        rows.append([r.task, r.model, r.prompt, str(s.n), _fmt(s.accuracy),
-                     f"{s.ci_low:.3f}-{s.ci_high:.3f}", _fmt(s.macro_f1), str(s.unparseable),
-                     _fmt(r.threshold, 2), verdict])
+        rows.append([r.task, r.model, r.prompt, str(s.n), fmt_num(s.accuracy),
+                     f"{s.ci_low:.3f}-{s.ci_high:.3f}", fmt_num(s.macro_f1), str(s.unparseable),
+                     fmt_num(r.threshold, 2), verdict(r.passed)])
     return rows
 
 
@@ -75,9 +79,9 @@ def published_rows(rows: Iterable[PublishedRow], tasks: set[str] | None = None) 
         if tasks is not None and p.task not in tasks:
             continue
         s = p.scores
-        out.append([p.task, p.model, str(s.n) if s else "500", _fmt(p.accuracy),
+        out.append([p.task, p.model, str(s.n) if s else "500", fmt_num(p.accuracy),
                     f"{s.ci_low:.3f}-{s.ci_high:.3f}" if s else "-",
-                    _fmt(s.macro_f1) if s else "-", f"published: {p.source}"])
+                    fmt_num(s.macro_f1) if s else "-", f"published: {p.source}"])
     return out
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from benchmark.compare import COMPARISON_HEADERS, Baseline, Comparison, comparison_rows
 from benchmark.leaderboard import (PUBLISHED, PUBLISHED_HEADERS, load_published, published_rows,
-                                   results_document, write_json_atomic)
+                                   results_document, verdict, write_json_atomic)
+from benchmark.leaderboard import fmt_num as _f
 from benchmark.metrics import estimate_cost, roc_auc, row_normalised
 from benchmark.core import BenchError
 
@@ -43,10 +44,6 @@ COLUMN_HELP = {
     "threshold": "minimum accuracy from [thresholds]",
     "result": "pass / FAIL against the threshold; - when none is set",
 }
-
-
-def _f(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
 
 
 @dataclass
@@ -106,7 +103,7 @@ class Report:
                    "-" if x["prompt_tokens"] is None else str(x["prompt_tokens"]),
                    "-" if x["completion_tokens"] is None else str(x["completion_tokens"]),
                    _f(x["cost_usd"], 4), _f(r.wall_s, 2), _f(x["images_per_s"], 1), str(x["cached"]),
-                   _f(r.threshold, 2), {True: "pass", False: "FAIL", None: "-"}[r.passed]]
+                   _f(r.threshold, 2), verdict(r.passed)]
             if self.comparisons is not None:
                 c = self.comparison(r.case_id)
                 if c is None or c.status != "compared":
