@@ -452,3 +452,26 @@ def test_spec_validation(tmp_path: Path, spec: dict, needle: str) -> None:
 def test_limit_must_be_non_negative(tmp_path: Path) -> None:
     with pytest.raises(BenchError, match="expected limit to be a non-negative integer"):
         load_dataset("ds", {"format": "folder", "path": "x"}, limit=-1, base_dir=tmp_path)
+
+
+def test_builtin_lsbg_source_verifies_the_real_label_file(tmp_path: Path) -> None:
+    """The built-in config's checksum for y_labels.npy matches the real file, and the real
+    labels load through the real spec (only the host is swapped for a loopback server;
+    X_data_1.npy is synthetic, in the real format, with the 1,000 images the first file holds)."""
+    from benchmark.config import load_config
+
+    spec = load_config().datasets["lsbg"]
+    real_labels = (FIXTURES / "lsbg_y_labels.npy").read_bytes()
+    images = np.random.default_rng(0).integers(0, 256, (1000, 64, 64, 3), dtype=np.uint8)
+    x1 = npy_bytes(images)
+    with FileServer({"y_labels.npy": real_labels, "X_data_1.npy": x1}) as server:
+        files = {name: dict(entry) for name, entry in spec["files"].items()}
+        for name in files:
+            files[name]["url"] = server.url(name)
+        files["X_data_1.npy"]["checksum"] = f"git-sha1:{git_sha1(x1)}"  # synthetic stand-in
+        assert files["y_labels.npy"]["checksum"] == "git-sha1:c7767de36d1f41d5857cec9fd7af5bf6cee05039"
+        samples = load_dataset("lsbg", {**spec, "files": files}, limit=500, cache_dir=tmp_path)
+        assert server.hits["X_data_2.npy"] == 0  # 500 samples need only the first file
+    labels = [s.label for s in samples]
+    assert (labels.count(0), labels.count(1)) == (236, 264)  # the paper's class balance
+    assert [s.id for s in samples[:3]] == ["0", "1", "2"]
