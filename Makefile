@@ -31,4 +31,4 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .astrobench results
+	rm -rf $(VENV) .pytest_cache results

@@ -22,7 +22,6 @@ CONFIG_ENV = "ASTROBENCH_CONFIG"
 
 _TASK_KEYS = {"description", "classes", "dataset", "sample_size", "prompts", "prompt_dir",
               "derived_from", "merge", "merged_classes"}
-_MODEL_KEYS_COMMON = {"provider", "model", "enabled", "prompts", "label", "prices"}
 
 
 @dataclass(frozen=True)
