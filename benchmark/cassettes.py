@@ -27,7 +27,6 @@ import copy
 import hashlib
 import io
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from benchmark.core import BenchError, image_digest, write_atomic
+from benchmark.store import append_record, read_records
 
 FORMAT = "astrobench-cassette/1"
 CHAT_PATH = "/chat/completions"
@@ -202,21 +202,13 @@ def journal_path(path: Path | str) -> Path:
 
 
 def _read_journal(path: Path) -> list[dict[str, Any]]:
-    """Interactions from a journal; a torn last line (killed mid-write) is dropped."""
-    if not path.exists():
-        return []
-    raw = path.read_bytes().split(b"\n")
+    """Interactions from a journal (a torn last line is cut off, see benchmark.store)."""
     out = []
-    for lineno, line in enumerate(raw, start=1):
-        if not line.strip():
-            continue
+    for lineno, rec in read_records(path):
         try:
-            rec = json.loads(line)
             out.append(_decode_interaction(rec, rec.get("prompts", {})))
-        except (ValueError, KeyError, TypeError) as exc:
-            if lineno == len(raw):
-                continue
-            raise BenchError(f"{path}:{lineno}: not a journal record ({exc}); delete the line") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BenchError(f"{path}:{lineno}: not a journal record ({exc!r}); delete the line") from None
     return out
 
 
@@ -276,7 +268,6 @@ class CaseCassette:
         self.requested_mode = record_mode
         self.vcr_config = dict(vcr_config or {})
         self._lock = threading.Lock()
-        self._journal_fh: Any = None
 
     @property
     def finished_exists(self) -> bool:
@@ -329,12 +320,7 @@ class CaseCassette:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        try:
-            self._cm.__exit__(*exc)
-        finally:
-            if self._journal_fh is not None:
-                self._journal_fh.close()
-                self._journal_fh = None
+        self._cm.__exit__(*exc)
 
     def _wrap_append(self) -> None:
         """Journal each newly recorded interaction before the call returns."""
@@ -375,12 +361,7 @@ class CaseCassette:
         prompts: dict[str, str] = {}
         line = _encode_interaction(inter, prompts)
         line["prompts"] = prompts
-        if self._journal_fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._journal_fh = open(journal_path(self.path), "ab")
-        self._journal_fh.write(json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
-        self._journal_fh.flush()
-        os.fsync(self._journal_fh.fileno())
+        append_record(journal_path(self.path), line)
 
     # -- what is recorded ----------------------------------------------------------
     def recorded_bodies(self) -> set[bytes]:

@@ -1,11 +1,11 @@
-"""Crash-safe response cache: answers are appended as they arrive.
+"""Crash-safe append-only logs, and the response cache built on one.
 
-One JSON object per line, keyed by :func:`request_key` (model fingerprint +
-prompt + image digest). Each line is flushed and fsync'd before the next
-request's answer is accepted, so a killed run keeps every answer it got and
-a rerun asks the model only for what is missing. A torn last line (the
-process died mid-write) is ignored on load; any other bad line is an error
-naming the file and line.
+A log is one JSON object per line; each line is flushed and fsync'd before
+the writer goes on, so a killed run keeps every answer it got. A torn last
+line (the process died mid-write) is cut off when the log is read, so the
+next append starts on a clean line; any other bad line is an error naming
+the file and line. The response cache and the cassette journals
+(``benchmark.cassettes``) both use these logs.
 """
 
 from __future__ import annotations
@@ -32,6 +32,40 @@ def request_key(fingerprint: dict[str, Any], request: Request) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) of every line of the log at ``path`` (none if absent)."""
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    out: list[tuple[int, dict[str, Any]]] = []
+    offset = 0
+    for lineno, line in enumerate(lines, start=1):
+        start, offset = offset, offset + len(line) + 1
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"expected a JSON object, found {type(record).__name__}")
+        except ValueError as exc:
+            if lineno == len(lines):  # torn final write of a killed run: cut it off
+                os.truncate(path, start)
+                continue
+            raise BenchError(f"{path}:{lineno}: expected a JSON record, found {line[:80]!r} ({exc}); "
+                             "delete the line or the file") from None
+        out.append((lineno, record))
+    return out
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """Append one record durably (callers serialise concurrent writers)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as fh:
+        fh.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 class ResponseCache:
     """Append-only JSONL answer cache for one case (thread-safe)."""
 
@@ -43,27 +77,13 @@ class ResponseCache:
         self._load()
 
     def _load(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        lines = data.split(b"\n")
-        offset = 0
-        for lineno, line in enumerate(lines, start=1):
-            start, offset = offset, offset + len(line) + 1
-            if not line.strip():
-                continue
+        for lineno, rec in read_records(self.path):
             try:
-                rec = json.loads(line)
                 key = rec["key"]
                 answer = Answer.from_json(rec["answer"])
-            except (ValueError, KeyError, TypeError) as exc:
-                if lineno == len(lines):  # torn final write of a killed run: drop it
-                    os.truncate(self.path, start)
-                    continue
-                raise BenchError(
-                    f"{self.path}:{lineno}: expected a JSON record with 'key' and "
-                    f"'answer', found {line[:80]!r} ({exc}); delete the line or the file"
-                ) from exc
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BenchError(f"{self.path}:{lineno}: expected a record with 'key' and 'answer' "
+                                 f"({exc!r}); delete the line or the file") from None
             self._answers[key] = answer
             self._digests[key] = rec.get("image_sha256", "")
 
@@ -79,13 +99,8 @@ class ResponseCache:
     def put(self, key: str, answer: Answer, *, image_sha256: str = "") -> None:
         """Persist one answer durably before returning."""
         record = {"key": key, "image_sha256": image_sha256, "answer": answer.to_json()}
-        line = json.dumps(record, separators=(",", ":"))
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "ab") as fh:
-                fh.write(line.encode() + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            append_record(self.path, record)
             self._answers[key] = answer
             self._digests[key] = image_sha256
 

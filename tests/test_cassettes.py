@@ -435,3 +435,27 @@ def test_pytest_recording_conventions_place_and_configure_cassettes(tmp_path, mo
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "recorded-from-test-server" / "toy-stub.json").exists()
     assert "VCR_CONFIG_SAW" in proc.stdout and "VCR_CONFIG_SAW 0" not in proc.stdout
+
+
+def test_torn_journal_line_is_cut_so_later_appends_stay_readable(tmp_path):
+    """A recording killed mid-write leaves half a line; the next recording appends after it.
+    Both must load afterwards: the torn line is cut off, not left in the middle."""
+    imgs = images(5)
+    path = tmp_path / "from-test-server" / "torn.json"
+
+    def record_then_die(reqs):
+        """Record, then lose the finished file as if killed before it was written."""
+        with CaseCassette(path, record_mode="once"):
+            provider(stub).classify(reqs)
+            kept = journal_path(path).read_bytes()
+        path.unlink()
+        journal_path(path).write_bytes(kept)
+
+    with OpenAIStub() as stub:
+        record_then_die(requests(imgs[:3]))
+        with open(journal_path(path), "ab") as fh:
+            fh.write(b'{"request":{"body":{"mess')  # killed mid-write
+        record_then_die(requests(imgs[:5]))  # resumes: asks only for the 2 missing
+        assert len(stub.requests) == 5
+        with CaseCassette(path, record_mode="none") as cassette:
+            assert len(cassette.recorded_bodies()) == 5
