@@ -9,6 +9,7 @@ import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,9 @@ class Sample:
     image: np.ndarray  # uint8, H x W x 3
     label: int
 
-    @property
+    @cached_property
     def sha256(self) -> str:
+        """Computed once per sample (requests, cassette checks and freezing share it)."""
         return image_digest(self.image)
 
 

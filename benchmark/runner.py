@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -27,9 +28,9 @@ def answer_requests(
     progress bar on stderr (None: no bar). ``refresh`` asks the provider
     for everything again; new answers then supersede the cached ones.
     """
-    ids = [r.sample_id for r in requests]
-    if len(set(ids)) != len(ids):
-        dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
+    counts = Counter(r.sample_id for r in requests)
+    if len(counts) != len(requests):
+        dupes = sorted(i for i, n in counts.items() if n > 1)[:5]
         raise BenchError(f"expected unique sample ids, found duplicates: {dupes}")
 
     fingerprint = provider.fingerprint()

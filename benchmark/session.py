@@ -258,7 +258,7 @@ class BenchSession:
             return self._predictions[key]
         samples = self.samples(task)
         text = task.prompt_text(prompt)
-        requests = [Request(s.id, text, s.image, task.n_classes) for s in samples]
+        requests = [Request(s.id, text, s.image, task.n_classes, s.sha256) for s in samples]
         provider = self.provider(model)
         case_id = Case(task, model, prompt, default_prompt=prompt == (model.prompts or task.prompts)[0]).id
         progress = f"{task.name}/{model.name}" if self.progress else None
