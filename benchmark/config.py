@@ -10,15 +10,73 @@ Everything is validated here, before any model call.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from benchmark.core import BenchError
 
 BUILTIN_CONFIG = Path(__file__).resolve().parent.parent / "cases" / "bench.toml"
 CONFIG_ENV = "ASTROBENCH_CONFIG"
+
+_NAME_START = re.compile(r"[A-Za-z0-9]")
+MAX_NAME_LEN = 100
+_NAME_RULE = ("letters, digits, '.', '_' or '-' (starting with a letter or digit, no '..', "
+              f"at most {MAX_NAME_LEN} characters)")
+_OPENAI_KEY_ENV = "OPENAI_API_KEY"  # the openai provider's default api_key_env
+
+
+def check_name(kind: str, name: str) -> str:
+    """``name`` if it is safe inside a file name, else a BenchError.
+
+    Task, model, dataset and prompt-variant names build file paths (prompt
+    files, recordings, caches): letters, digits, ``.``, ``_``, ``-``; a letter
+    or digit first; no ``..``; at most 100 characters. ``+`` is never allowed
+    (it separates names in recording file names). ``kind`` starts the message,
+    e.g. ``"model"`` or ``"tasks.lsbg.prompts: prompt variant"``.
+    """
+    if not isinstance(name, str):
+        raise BenchError(f"{kind} {name!r}: expected a string name, found {type(name).__name__}")
+    bad = next((c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))), None)
+    if len(name) > MAX_NAME_LEN:
+        why = f"{len(name)} characters"
+    elif not name:
+        why = "an empty name"
+    elif bad is not None:
+        why = repr(bad)
+    elif not _NAME_START.match(name):
+        why = f"{name[0]!r} at the start"
+    elif ".." in name:
+        why = "'..'"
+    else:
+        return name
+    raise BenchError(f"{kind} {name!r}: expected {_NAME_RULE}, found {why}")
+
+
+def safe_join(root: Path, *parts: str) -> Path:
+    """``root / parts...`` (as joined, not resolved) if it resolves strictly
+    inside ``root`` (symlinks followed), else a BenchError."""
+    path = Path(root).joinpath(*parts)
+    base, real = Path(root).resolve(), path.resolve()
+    if real == base or not real.is_relative_to(base):
+        raise BenchError(f"expected a path inside {base}, found {'/'.join(parts)!r} (resolves to {real})")
+    return path
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any credentials, query string and fragment shown as ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    rest, hash_, _ = rest.partition("#")
+    rest, qmark, _ = rest.partition("?")
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return f"{scheme}{sep}{rest}" + ("?***" if qmark else "") + ("#***" if hash_ else "")
+
 
 _TASK_KEYS = {"description", "classes", "dataset", "sample_size", "prompts", "prompt_dir",
               "derived_from", "merge", "merged_classes"}
@@ -64,10 +122,17 @@ class TaskConfig:
         return len(self.classes)
 
     def prompt_path(self, variant: str) -> Path:
-        """First ``<variant>.txt`` found in the prompt folders (user's first)."""
+        """First ``<variant>.txt`` found in the prompt folders (user's first);
+        it must resolve inside its folder."""
+        check_name(f"task {self.name!r}: prompt variant", variant)
         for folder in self.prompt_dirs:
-            if (folder / f"{variant}.txt").is_file():
-                return folder / f"{variant}.txt"
+            path = folder / f"{variant}.txt"
+            if path.is_file():
+                real, base = path.resolve(), folder.resolve()
+                if not real.is_relative_to(base):
+                    raise BenchError(f"task {self.name!r}: prompt variant {variant!r}: expected its file "
+                                     f"inside {base}, found {path} -> {real}")
+                return path
         raise BenchError(
             f"task {self.name!r}: prompt variant {variant!r} expects a file {variant}.txt in "
             f"{' or '.join(str(d) for d in self.prompt_dirs) or '(no prompt folder)'}; none exists"
@@ -171,6 +236,7 @@ def parse_config(
     datasets: dict[str, dict[str, Any]] = {}
     dataset_dirs: dict[str, Path] = {}
     for name, spec in (raw.get("datasets") or {}).items():
+        check_name("datasets: dataset", name)
         _expect(isinstance(spec, dict), f"datasets.{name}: expected a table, found {spec!r}")
         spec = dict(spec)
         dataset_dirs[name] = Path(spec.pop("_base_dir", "."))
@@ -207,7 +273,7 @@ def parse_config(
         _expect(len(parts) in (2, 3), f"thresholds: key {key!r} should be 'task/model' or "
                                       "'task/model/prompt'")
         task, model = parts[0], parts[1]
-        prompt = parts[2] if len(parts) == 3 else None
+        prompt = check_name(f"thresholds.{key!r}: prompt variant", parts[2]) if len(parts) == 3 else None
         _expect(task in tasks, f"thresholds.{key!r}: unknown task {task!r}; known tasks: {', '.join(sorted(tasks))}")
         _expect(model in models, f"thresholds.{key!r}: unknown model {model!r}; known models: "
                                  f"{', '.join(sorted(models))}")
@@ -227,6 +293,7 @@ def parse_config(
 def _parse_task(
     name: str, spec: Any, datasets: dict[str, dict[str, Any]], prompt_dirs: tuple[Path, ...]
 ) -> TaskConfig:
+    check_name("tasks: task", name)
     _expect(isinstance(spec, dict), f"tasks.{name}: expected a table, found {spec!r}")
     unknown = set(spec) - _TASK_KEYS
     _expect(not unknown, f"tasks.{name}: unknown keys {sorted(unknown)}; expected some of "
@@ -250,6 +317,8 @@ def _parse_task(
     prompts = spec.get("prompts", ["paper"] if derived is None else [])
     _expect(isinstance(prompts, list) and all(isinstance(p, str) for p in prompts),
             f"tasks.{name}: expected 'prompts' as a list of variant names, found {prompts!r}")
+    for variant in prompts:
+        check_name(f"tasks.{name}.prompts: prompt variant", variant)
     task = TaskConfig(
         name=name,
         classes=tuple(classes),
@@ -274,6 +343,7 @@ def check_prompt(task: TaskConfig, variant: str) -> None:
 
 
 def _parse_model(name: str, spec: Any) -> ModelConfig:
+    check_name("models: model", name)
     _expect(isinstance(spec, dict), f"models.{name}: expected a table, found {spec!r}")
     provider = spec.get("provider", "openai")
     model_id = spec.get("model")
@@ -282,8 +352,31 @@ def _parse_model(name: str, spec: Any) -> ModelConfig:
     prompts = spec.get("prompts")
     _expect(prompts is None or (isinstance(prompts, list) and all(isinstance(p, str) for p in prompts)),
             f"models.{name}: expected 'prompts' as a list of variant names, found {prompts!r}")
+    for variant in prompts or ():
+        check_name(f"models.{name}.prompts: prompt variant", variant)
+    if provider == "openai" and "base_url" in spec:
+        _check_base_url(name, spec["base_url"], spec.get("api_key_env", _OPENAI_KEY_ENV))
     enabled = spec.get("enabled", True)
     _expect(isinstance(enabled, bool), f"models.{name}: expected 'enabled' true/false, found {enabled!r}")
     settings = {k: v for k, v in spec.items() if k not in {"provider", "model", "enabled", "prompts"}}
     return ModelConfig(name=name, provider=provider, model=model_id, enabled=enabled,
                        prompts=tuple(prompts) if prompts else None, settings=settings)
+
+
+def _check_base_url(name: str, url: Any, key_env: Any) -> None:
+    """http(s) only, and nothing a recording cannot match or a log would leak."""
+    where = f"models.{name}: expected 'base_url'"
+    _expect(isinstance(url, str), f"{where} as an http:// or https:// URL, found {url!r}")
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a malformed host or port
+        raise BenchError(f"{where} as an http:// or https:// URL, found {shown!r}") from None
+    _expect(parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0,
+            f"{where} as an http:// or https:// URL, found {shown!r}")
+    _expect(not ("@" in parts.netloc or parts.query or parts.fragment),
+            f"{where} without credentials, query string or fragment (recordings never match them "
+            f"and logs would print them), found {shown!r}; set the key via the environment variable "
+            f"named by api_key_env ({key_env!r}) instead; the openai provider has no setting for "
+            "other query parameters or headers")
