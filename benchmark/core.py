@@ -92,8 +92,10 @@ class Answer:
     """What a provider returned for one request.
 
     ``raw`` is the model's text; ``label`` is the class index if the provider
-    already knows it (score mode), otherwise the runner fills it from the
-    parser. ``None`` means unparseable, never a default class.
+    already knows it (score mode), otherwise the session fills it from the
+    parser. ``None`` means unparseable, never a default class. ``refusal``
+    holds the model's refusal text when it declined to answer (an outcome
+    of its own, counted apart from unparseable).
     """
 
     sample_id: str
@@ -104,6 +106,7 @@ class Answer:
     latency_s: float = 0.0
     error: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # provider extras (e.g. both-mode labels)
+    refusal: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,6 +118,7 @@ class Answer:
             "latency_s": self.latency_s,
             "error": self.error,
             "meta": self.meta,
+            "refusal": self.refusal,
         }
 
     @classmethod
@@ -128,4 +132,5 @@ class Answer:
             latency_s=float(data.get("latency_s") or 0.0),
             error=data.get("error"),
             meta=dict(data.get("meta") or {}),
+            refusal=data.get("refusal"),
         )

@@ -16,7 +16,7 @@ from benchmark.metrics import Scores, merge_predictions, predictions_from_confus
 PUBLISHED = Path(__file__).resolve().parent.parent / "cases" / "published.toml"
 
 MEASURED_HEADERS = ["task", "model", "prompt", "n", "accuracy", "95% CI", "macro-F1",
-                    "unparseable", "threshold", "result"]
+                    "unparseable", "refused", "threshold", "result"]
 PUBLISHED_HEADERS = ["task", "model", "n", "accuracy", "95% CI", "macro-F1", "source"]
 
 
@@ -69,6 +69,7 @@ def measured_rows(results: Iterable[Any]) -> list[list[str]]:
         s = r.scores
         rows.append([r.task, r.model, r.prompt, str(s.n), fmt_num(s.accuracy),
                      f"{s.ci_low:.3f}-{s.ci_high:.3f}", fmt_num(s.macro_f1), str(s.unparseable),
+                     str(s.refused),
                      fmt_num(r.threshold, 2), verdict(r.passed)])
     return rows
 
@@ -91,7 +92,7 @@ def render_text(results: Sequence[Any], *, published: Path = PUBLISHED, fmt: str
 
     citation, pub = load_published(published)
     tasks = {r.task for r in results}
-    parts = ["Measured (accuracy counts unparseable answers as wrong; 95% CI: Wilson)",
+    parts = ["Measured (accuracy counts unparseable answers and refusals as wrong; 95% CI: Wilson)",
              tabulate(measured_rows(results), headers=MEASURED_HEADERS, tablefmt=fmt,
                       disable_numparse=True)]
     ref = published_rows(pub, tasks)

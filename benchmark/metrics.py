@@ -1,8 +1,8 @@
 """Scores of one case: accuracy with a Wilson 95% CI, per-class P/R/F1,
 macro-F1 and the confusion matrix (scikit-learn).
 
-Unparseable answers (prediction ``None``) count as wrong in accuracy and
-recall, are counted separately, and never enter the confusion matrix as a
+Unparseable answers and refusals (prediction ``None``) count as wrong in
+accuracy and recall, are counted separately (each on its own), and never enter the confusion matrix as a
 class: the matrix has an extra count of unparseable answers per true class.
 """
 
@@ -43,14 +43,17 @@ class Scores:
     f1: list[float]
     support: list[int]
     confusion: list[list[int]]         # rows = true, cols = predicted (parsed answers only)
-    unparseable_by_class: list[int]    # per true class
+    unparseable_by_class: list[int]    # answers with no class (unparseable or refused) per true class
+    refused: int = 0                   # the model declined to answer (not counted in unparseable)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def score(y_true: Sequence[int], y_pred: Sequence[int | None], n_classes: int) -> Scores:
-    """Score predictions; ``None`` in ``y_pred`` means unparseable."""
+def score(y_true: Sequence[int], y_pred: Sequence[int | None], n_classes: int, *,
+          refused: Sequence[bool] | None = None) -> Scores:
+    """Score predictions; ``None`` in ``y_pred`` means no class: unparseable, or
+    refused where ``refused`` says so. Both count as wrong."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     if len(y_true) != len(y_pred):
@@ -72,6 +75,7 @@ def score(y_true: Sequence[int], y_pred: Sequence[int | None], n_classes: int) -
         cm = np.zeros((n_classes, n_classes), dtype=int)
     unparseable_by_class = [int(((yp == -1) & (yt == c)).sum()) for c in labels]
     lo, hi = wilson_interval(correct, n)
+    n_refused = sum(1 for p, r in zip(y_pred, refused or ()) if r and p is None)
     return Scores(
         n=n,
         correct=correct,
@@ -79,13 +83,14 @@ def score(y_true: Sequence[int], y_pred: Sequence[int | None], n_classes: int) -
         ci_low=lo,
         ci_high=hi,
         macro_f1=float(np.mean(f)),
-        unparseable=int((yp == -1).sum()),
+        unparseable=int((yp == -1).sum()) - n_refused,
         precision=[float(x) for x in p],
         recall=[float(x) for x in r],
         f1=[float(x) for x in f],
         support=[int(x) for x in s],
         confusion=cm.astype(int).tolist(),
         unparseable_by_class=unparseable_by_class,
+        refused=n_refused,
     )
 
 

@@ -156,6 +156,8 @@ def bench_run(bench, request: pytest.FixtureRequest):
         if not config.option.cassette_dir and not os.environ.get(CASSETTES_ENV):
             bench.cassette_dir = Path(request.getfixturevalue("vcr_cassette_dir"))
         bench.vcr_config = dict(request.getfixturevalue("vcr_config"))
+        # pytest-recording's public hook: users' pytest_recording_configure(config, vcr) sees our VCR too
+        bench.vcr_configure = lambda vcr: config.hook.pytest_recording_configure(config=config, vcr=vcr)
 
     def run(case):
         try:

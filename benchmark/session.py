@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import BenchConfig, ModelConfig, TaskConfig, check_prompt
+from benchmark.config import BenchConfig, ModelConfig, TaskConfig, check_prompt, safe_join
 from benchmark.metrics import Scores, merge_predictions, merge_probs, score
 from benchmark.parsing import parse_answer
-from benchmark.runner import answer_requests
 from benchmark.core import Answer, BenchError, Request, Sample
+from benchmark.extraction import apply_extraction, extraction_requests
+from benchmark.recording import RECORD_MODES, Scrubber
 
 CASSETTES_ENV = "ASTROBENCH_CASSETTE_DIR"
 DEFAULT_CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"
@@ -153,13 +155,10 @@ class _Predictions:
 class BenchSession:
     """Holds what cases share in one pytest session, and their results.
 
-    Answers are recorded per base case under ``cassette_dir``: a vcrpy
-    cassette ``<case>.json`` for HTTP models, a response cache
-    ``<case>.jsonl`` for in-process models. ``record_mode`` follows vcrpy:
-    ``none`` (default) replays only and fails on anything missing; ``once``
-    records a case that has no finished recording; ``new_episodes`` records
-    what is missing; ``all`` and ``rewrite`` record everything again.
-    ``record_mode=None`` means no recording at all: every answer is live.
+    Answers are recorded per base case in ``cassette_dir`` (see
+    :mod:`benchmark.recording` for the files and the record modes, which
+    follow pytest-recording's ``--record-mode``; ``none``, the default,
+    replays only). ``record_mode=None`` means no recording: every answer is live.
     """
 
     def __init__(
@@ -174,7 +173,6 @@ class BenchSession:
         progress: bool = True,
         command_hint: str = "pytest cases",
     ) -> None:
-        from benchmark.cassettes import RECORD_MODES
         from benchmark.frozen import frozen_dir as default_frozen_dir
 
         if limit is not None and limit < 1:
@@ -191,14 +189,17 @@ class BenchSession:
         self.progress = progress
         self.command_hint = command_hint
         self.vcr_config: dict[str, Any] = {}
+        self.vcr_configure: Any = None  # pytest-recording's pytest_recording_configure(vcr), if any
+        self.scrub = Scrubber(os.environ.get(str(m.settings.get("api_key_env") or "OPENAI_API_KEY"))
+                              for m in config.models.values() if m.provider == "openai")
         self.results: list[CaseResult] = []
         self._samples: dict[tuple[str, int | None], list[Sample]] = {}
         self._providers: dict[str, Any] = {}
         self._predictions: dict[tuple[str, str, str], _Predictions] = {}
 
     # -- data ---------------------------------------------------------------
-    def samples(self, task: TaskConfig, *, full: bool = False) -> list[Sample]:
-        """The task's sample (first ``sample_size``, cut to ``--limit`` unless ``full``).
+    def samples(self, task: TaskConfig) -> list[Sample]:
+        """The task's sample (first ``sample_size``, cut to ``--limit``).
 
         A frozen sample in ``fixtures/samples/<dataset>.npz`` is used when it
         holds enough images; otherwise the dataset is loaded (and downloaded).
@@ -207,7 +208,7 @@ class BenchSession:
         from benchmark.frozen import load_frozen
 
         assert task.dataset is not None
-        sizes = [s for s in (task.sample_size, None if full else self.limit) if s is not None]
+        sizes = [s for s in (task.sample_size, self.limit) if s is not None]
         count = min(sizes) if sizes else None
         key = (task.dataset, count)
         if key in self._samples:
@@ -231,9 +232,7 @@ class BenchSession:
         from benchmark.providers import make_provider
 
         if model.name not in self._providers:
-            # cache_dir: where an in-process model's answer extractor keeps its answers
-            self._providers[model.name] = make_provider(model, bench=self.config, require_key=False,
-                                                        cache_dir=self.cassette_dir)
+            self._providers[model.name] = make_provider(model, bench=self.config, require_key=False)
         return self._providers[model.name]
 
     def close(self) -> None:
@@ -242,6 +241,7 @@ class BenchSession:
         self._providers.clear()
 
     def _record_command(self, task: TaskConfig, model: ModelConfig, prompt: str) -> str:
+        """The command that records this case (without --record-mode)."""
         parts = [self.command_hint, f"--task {task.name}", f"--model {model.name}"]
         if prompt not in (model.prompts or task.prompts)[:1]:
             parts.append(f"--prompt {prompt}")
@@ -249,10 +249,20 @@ class BenchSession:
             parts.append(f"--limit {self.limit}")
         for src in self.config.sources[1:]:
             parts.append(f"--bench-config {src}")
-        return " ".join(parts + ["--record-mode new_episodes"])
+        return " ".join(parts)
+
+    def recording_path(self, task: TaskConfig, model: ModelConfig, prompt: str) -> Path:
+        """``<cassette dir>/<task>+<model>+<prompt>.jsonl``: names cannot hold '+' or '/'
+        (``config.check_name``), so two cases never share a file or escape the folder."""
+        return safe_join(self.cassette_dir, f"{task.name}+{model.name}+{prompt}.jsonl")
+
+    def _whole_sample(self, task: TaskConfig) -> bool:
+        return self.limit is None or (task.sample_size is not None and self.limit >= task.sample_size)
 
     def predictions(self, task: TaskConfig, model: ModelConfig, prompt: str) -> _Predictions:
         """Answers of ``model`` on ``task``'s sample, computed once per session."""
+        from benchmark.recording import Recording, answer_requests
+
         key = (task.name, model.name, prompt)
         if key in self._predictions:
             return self._predictions[key]
@@ -260,95 +270,64 @@ class BenchSession:
         text = task.prompt_text(prompt)
         requests = [Request(s.id, text, s.image, task.n_classes, s.sha256) for s in samples]
         provider = self.provider(model)
-        case_id = Case(task, model, prompt, default_prompt=prompt == (model.prompts or task.prompts)[0]).id
         progress = f"{task.name}/{model.name}" if self.progress else None
+        command = self._record_command(task, model, prompt)
+        recording = (nullcontext(None) if self.record_mode is None else
+                     Recording(self.recording_path(task, model, prompt), mode=self.record_mode,
+                               scrub=self.scrub, resolve_hint=command))
         start = time.perf_counter()
-        if self.record_mode is None:
-            self._need_live(provider, model, len(requests))
-            answers = answer_requests(provider, requests, progress=progress)
-        elif hasattr(provider, "canonical_request"):
-            answers = self._via_cassette(task, model, prompt, case_id, provider, requests, progress)
-        else:
-            answers = self._via_response_cache(task, model, prompt, case_id, provider, requests, progress)
+        with recording as rec:
+            def ask(source: Any, source_model: ModelConfig, asks: list[Request], label: str | None):
+                return answer_requests(source, asks, recording=rec, progress=label, vcr_config=self.vcr_config,
+                                       vcr_configure=self.vcr_configure,
+                                       need_live=lambda n: self._need_live(source, source_model))
+
+            answers = ask(provider, model, requests, progress)
+            extract_with = model.settings.get("extract_with") if model.provider == "transformers" else None
+            if extract_with:
+                ext_model = self.config.models[extract_with]
+                asks = extraction_requests([r for r in requests if answers[r.sample_id].error is None], answers)
+                extracted = ask(self.provider(ext_model), ext_model, asks,
+                                progress and f"{progress} extract ({extract_with})")
+                for r in asks:
+                    apply_extraction(answers[r.sample_id], extracted[r.sample_id], task.n_classes,
+                                     extractor=extract_with)
+            failed = [a for a in answers.values() if a.error]
+            if failed:
+                again = (f"rerun the same command (--record-mode {self.record_mode}) to resume"
+                         if self.record_mode in ("all", "rewrite") else
+                         "rerun with --record-mode new_episodes to retry only the failed ones")
+                raise BenchError(
+                    f"{len(failed)} of {len(requests)} requests to {model.name} failed after retries "
+                    f"(e.g. sample {failed[0].sample_id}: {self.scrub(failed[0].error)}); the "
+                    f"{len(requests) - len(failed)} answers received are saved; {again}")
+            if rec is not None:
+                rec.finish(complete=self._whole_sample(task))
         wall = time.perf_counter() - start
-        failed = [a for a in answers.values() if a.error]
-        if failed:
-            raise BenchError(
-                f"{len(failed)} of {len(requests)} requests to {model.name} failed after retries "
-                f"(e.g. sample {failed[0].sample_id}: {failed[0].error}); the "
-                f"{len(requests) - len(failed)} answers received are saved; rerun with "
-                "--record-mode new_episodes to retry only the failed ones"
-            )
         for a in answers.values():
-            if a.label is None:
+            if a.label is None and a.refusal is None:
                 a.label = parse_answer(a.raw, task.n_classes)
         self._predictions[key] = _Predictions(samples, answers, wall)
         return self._predictions[key]
 
-    def _need_live(self, provider: Any, model: ModelConfig, n_missing: int) -> None:
-        if n_missing and getattr(provider, "has_key", True) is False:
+    def _need_live(self, provider: Any, model: ModelConfig) -> None:
+        if not provider.can_call_live():
             from benchmark.providers.openai_chat import missing_key_message
 
             raise BenchError(missing_key_message(model.name, provider.settings["api_key_env"]))
 
-    def _missing_error(self, path: Path, missing: list[Request], task: TaskConfig,
-                       model: ModelConfig, prompt: str) -> BenchError:
-        ids = ", ".join(r.sample_id for r in missing[:10]) + (", ..." if len(missing) > 10 else "")
-        state = "has no recording" if not path.exists() else "has no recorded answer"
-        return BenchError(
-            f"{path} {state} for {len(missing)} of the requested samples (sample ids: {ids}) "
-            f"in record mode {self.record_mode!r}; record them with:\n  {self._record_command(task, model, prompt)}"
-        )
-
-    def _check_in_sample(self, task: TaskConfig, recorded: set[str], path: Path) -> None:
-        """Recorded answers for images outside the task's sample mean a wrong recording."""
-        outside = recorded - {s.sha256 for s in self.samples(task)}
-        if outside and self.limit is not None:  # maybe beyond --limit: check the whole sample
-            outside -= {s.sha256 for s in self.samples(task, full=True)}
-        if outside:
-            raise BenchError(
-                f"{path} holds answers for {len(outside)} image(s) outside this task's sample "
-                f"(e.g. sha256 {sorted(outside)[0][:16]}...): the dataset or the sample changed since "
-                "it was recorded; re-record it with --record-mode rewrite"
-            )
-
-    def _via_cassette(self, task, model, prompt, case_id, provider, requests, progress):
-        from benchmark.cassettes import CaseCassette
-
-        path = self.cassette_dir / f"{case_id}.json"
-        with CaseCassette(path, record_mode=self.record_mode, vcr_config=self.vcr_config) as cassette:
-            self._check_in_sample(task, cassette.recorded_image_digests(), cassette.path)
-            recorded = cassette.recorded_bodies()
-            replay_all = self.record_mode not in ("all", "rewrite")
-            missing = [r for r in requests
-                       if not replay_all or provider.canonical_request(r).encode() not in recorded]
-            if missing and cassette.strict:
-                raise self._missing_error(path, missing, task, model, prompt)
-            self._need_live(provider, model, len(missing))
-            answers = answer_requests(provider, requests, progress=progress)
-            live = {r.sample_id for r in missing}
-            for sid, answer in answers.items():  # replayed from the cassette: counted as cached
-                if sid not in live:
-                    answer.meta["cached"] = True
-            return answers
-
-    def _via_response_cache(self, task, model, prompt, case_id, provider, requests, progress):
-        from benchmark.store import ResponseCache, request_key
-
-        path = self.cassette_dir / f"{case_id}.jsonl"
-        if self.record_mode == "rewrite":
-            path.unlink(missing_ok=True)
-        cache = ResponseCache(path)
-        self._check_in_sample(task, cache.image_digests(), path)
-        fingerprint = provider.fingerprint()
-        missing = [r for r in requests if request_key(fingerprint, r) not in cache]
-        if missing and self.record_mode == "none":
-            raise self._missing_error(path, missing, task, model, prompt)
-        return answer_requests(provider, requests, cache=cache, progress=progress,
-                               refresh=self.record_mode == "all")
-
     # -- cases --------------------------------------------------------------
     def run(self, case: Case) -> CaseResult:
+        """Run one case; a BenchError's message never carries a configured key."""
+        try:
+            return self._run(case)
+        except BenchError as exc:
+            scrubbed = self.scrub(str(exc))
+            if scrubbed == str(exc):
+                raise
+            raise type(exc)(scrubbed) from None
+
+    def _run(self, case: Case) -> CaseResult:
         task = case.task
         base = self.config.base_task(task)
         preds = self.predictions(base, case.model, case.prompt)
@@ -356,13 +335,15 @@ class BenchSession:
         y_pred = [preds.answers[s.id].label for s in preds.samples]
         if task.merge is not None:
             y_true, y_pred = merge_predictions(y_true, y_pred, task.merge_map())
-        scores = score(y_true, y_pred, task.n_classes)
+        refused = [preds.answers[s.id].refusal is not None for s in preds.samples]
+        scores = score(y_true, y_pred, task.n_classes, refused=refused)
         usage: dict[str, int] = {}
         for a in preds.answers.values() if task.derived_from is None else ():
             for k, v in a.usage.items():  # a derived task made no calls of its own
                 usage[k] = usage.get(k, 0) + int(v)
         predictions = [
-            {"sample_id": s.id, "true": t, "raw": preds.answers[s.id].raw, "parsed": p,
+            {"sample_id": s.id, "true": t, "raw": self.scrub(preds.answers[s.id].raw), "parsed": p,
+             **({"refusal": self.scrub(preds.answers[s.id].refusal)} if preds.answers[s.id].refusal else {}),
              **({"probs": preds.answers[s.id].probs if task.merge is None
                  else merge_probs(preds.answers[s.id].probs, task.merge_map())}
                 if preds.answers[s.id].probs else {}),

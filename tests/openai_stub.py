@@ -70,11 +70,13 @@ class OpenAIStub:
         self.max_in_flight = 0
         self._in_flight = 0
         self._faults: list[tuple[int, float]] = []  # (status or 0 for slow, seconds)
+        self._odd: list[str] = []  # odd 200 bodies to send next (see odd_next)
         self._lock = threading.Lock()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # keep-alive without a 40 ms stall per request
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -108,6 +110,37 @@ class OpenAIStub:
         with self._lock:
             self._faults += [(0, seconds)] * count
 
+    def odd_next(self, count: int, kind: str) -> None:
+        """The next ``count`` requests get an odd answer: "not-json", "html", "empty-choices",
+        "null-content" (all malformed 200s), "refusal", "echo-key" (the Authorization header
+        in the text) or "401-echo" (a 401 whose message echoes the Authorization header)."""
+        with self._lock:
+            self._odd += [kind] * count
+
+    def _send_odd(self, h: BaseHTTPRequestHandler, kind: str, model: str) -> None:
+        auth = h.headers.get("Authorization", "")
+        if kind in ("not-json", "html"):
+            data = b"<html>upstream proxy says hello</html>" if kind == "html" else b"not json at all {"
+            h.send_response(200)
+            h.send_header("Content-Type", "text/html" if kind == "html" else "application/json")
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data)
+            return
+        if kind == "401-echo":
+            self._send(h, 401, {"error": {"message": f"invalid key in header: {auth}", "type": "auth"}})
+            return
+        message: dict[str, Any] = {"role": "assistant", "content": f"Category 0 (you sent {auth})"}
+        choices = [{"index": 0, "finish_reason": "stop", "message": message}]
+        if kind == "empty-choices":
+            choices = []
+        elif kind == "null-content":
+            message["content"] = None
+        elif kind == "refusal":
+            message.update(content=None, refusal="I'm sorry, I can't help with that.")
+        self._send(h, 200, {"id": "chatcmpl-odd", "object": "chat.completion", "created": 0, "model": model,
+                            "choices": choices, "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+
     def _send(self, h: BaseHTTPRequestHandler, status: int, body: dict[str, Any],
               extra: dict[str, str] | None = None) -> None:
         """Send JSON ``body`` with ``status`` and extra headers."""
@@ -125,6 +158,7 @@ class OpenAIStub:
         body = json.loads(h.rfile.read(length))
         with self._lock:
             fault = self._faults.pop(0) if self._faults else None
+            odd = self._odd.pop(0) if self._odd and fault is None else None
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
         try:
@@ -147,6 +181,9 @@ class OpenAIStub:
             if fault is not None and fault[0]:
                 self._send(h, fault[0], {"error": {"message": "injected fault", "type": "stub"}},
                            {"retry-after-ms": "5"})
+                return
+            if odd is not None:
+                self._send_odd(h, odd, body.get("model", ""))
                 return
             if fault is not None:
                 time.sleep(fault[1])

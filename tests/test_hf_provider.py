@@ -21,8 +21,7 @@ pytest.importorskip("transformers")
 from benchmark.config import ModelConfig  # noqa: E402
 from benchmark.providers import PROVIDERS  # noqa: E402
 from benchmark.providers.hf import INSTALL_HINT, TransformersProvider, mode_agreement  # noqa: E402
-from benchmark.runner import answer_requests  # noqa: E402
-from benchmark.store import ResponseCache  # noqa: E402
+from benchmark.recording import Recording, answer_requests  # noqa: E402
 from benchmark.core import Answer, BenchError, Request  # noqa: E402
 from tests.tiny_llava import IMAGE_TOKEN, StubExtractor, build_tiny_llava  # noqa: E402
 
@@ -170,15 +169,15 @@ def test_fingerprint_changes_with_what_changes_answers(tiny_llava: Path) -> None
     assert make(tiny_llava, **base, batch_size=8).fingerprint() == fp
 
 
-# -- cache and resume -------------------------------------------------------------
+# -- recording and resume -----------------------------------------------------------
 class Counting:
     """Wraps a provider; counts requests sent to it and can fail after ``stop_after`` answers."""
 
     def __init__(self, inner: TransformersProvider, stop_after: int | None = None) -> None:
         self.inner, self.stop_after, self.sent = inner, stop_after, 0
 
-    def fingerprint(self) -> dict[str, Any]:
-        return self.inner.fingerprint()
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
     def classify(self, requests: Any, *, on_answer: Any = None) -> list[Answer]:
         self.sent += len(requests)
@@ -193,57 +192,38 @@ class Counting:
 
         return self.inner.classify(requests, on_answer=relay)
 
-    def close(self) -> None:
-        self.inner.close()
 
+def test_recording_hits_and_resume(tiny_llava: Path, requests: list[Request], tmp_path: Path) -> None:
+    path = tmp_path / "answers.jsonl"
 
-def test_cache_hits_and_resume(tiny_llava: Path, requests: list[Request], tmp_path: Path) -> None:
-    cache_path = tmp_path / "answers.jsonl"
+    def ask(provider: Any, reqs: list[Request], mode: str = "new_episodes") -> dict[str, Answer]:
+        with Recording(path, mode=mode) as rec:
+            out = answer_requests(provider, reqs, recording=rec)
+            rec.finish(complete=False)
+        return out
+
     killed = Counting(make(tiny_llava, mode="score", batch_size=2), stop_after=3)
     with pytest.raises(KeyboardInterrupt):
-        answer_requests(killed, requests, cache=ResponseCache(cache_path))
-    assert len(ResponseCache(cache_path)) == 3
+        ask(killed, requests)
+    with Recording(path, mode="none") as rec:
+        assert len(rec.committed.entries) == 3  # Ctrl-C: what was answered is kept
 
     resumed = Counting(make(tiny_llava, mode="score", batch_size=2))
     calls_before = resumed.inner.model_calls
-    first = answer_requests(resumed, requests, cache=ResponseCache(cache_path))
+    first = ask(resumed, requests)
     assert resumed.sent == len(requests) - 3
     assert resumed.inner.model_calls - calls_before == 3  # ceil(5 / 2) batches
     assert sorted(first) == sorted(r.sample_id for r in requests)
 
     again = Counting(make(tiny_llava, mode="score", batch_size=2))
-    second = answer_requests(again, requests, cache=ResponseCache(cache_path))
+    second = ask(again, requests, mode="none")
     assert again.sent == 0 and again.inner.model_calls == 0
-    assert again.inner._model is None  # all cached: the weights were never loaded
+    assert again.inner._model is None  # all recorded: the weights were never loaded
     assert {k: (a.label, a.probs) for k, a in second.items()} == {k: (a.label, a.probs) for k, a in first.items()}
 
     other = Counting(make(tiny_llava, mode="both", batch_size=2, max_new_tokens=2))
-    answer_requests(other, requests[:2], cache=ResponseCache(cache_path))
-    assert other.sent == 2  # another mode is another cache key
-
-
-# -- extraction (the paper's second step) -----------------------------------------------
-def test_extract_with(tiny_llava: Path, requests: list[Request], tmp_path: Path,
-                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(PROVIDERS, "stub", "tests.tiny_llava:StubExtractor")
-    monkeypatch.setattr(StubExtractor, "calls", [])
-    bench = SimpleNamespace(models={"gpt": ModelConfig("gpt", "stub", "gpt-4o")})
-    model = ModelConfig("tiny", "transformers", str(tiny_llava),
-                        settings=dict(mode="generate", max_new_tokens=3, batch_size=4, extract_with="gpt"))
-    provider = TransformersProvider.from_config(model, bench=bench, cache_dir=tmp_path)
-    assert provider.fingerprint()["extract_with"]["model"] == {"provider": "stub", "name": "gpt"}
-    answers = provider.classify(requests)
-    assert [a.label for a in answers] == [2] * len(requests)
-    assert all(a.meta["extracted"] == "Category 2" for a in answers)
-    # one call per batch (a text already extracted in an earlier batch is a cache hit)
-    sent = [r for call in StubExtractor.calls for r in call]
-    assert len(StubExtractor.calls) == 2 and len(sent) <= len(requests)
-    assert all(any(a.raw in r.prompt for a in answers) for r in sent)
-    assert sent[0].image is None and answers[0].raw in sent[0].prompt and "only the number" in sent[0].prompt
-    # the extractor's answers are cached: a rerun generates again but asks the extractor nothing
-    provider.classify(requests)
-    assert len(StubExtractor.calls) == 2
-    assert (tmp_path / "extract-tiny-gpt.jsonl").is_file()
+    ask(other, requests[:2])
+    assert other.sent == 2  # another mode is another key
 
 
 # -- 4-bit ------------------------------------------------------------------------
@@ -328,7 +308,7 @@ def test_session_records_then_replays_without_loading_weights(tiny_llava, tmp_pa
         return bench.run(case)
 
     recorded = run("once")
-    assert (tmp_path / "recordings-of-tiny-model" / "toy-tiny.jsonl").exists()
+    assert (tmp_path / "recordings-of-tiny-model" / "toy+tiny+paper.jsonl").exists()
 
     def no_weights(self):
         raise AssertionError("replay must not load the model")
@@ -349,3 +329,57 @@ def test_session_records_then_replays_without_loading_weights(tiny_llava, tmp_pa
     assert [p["score_label"] for p in both.predictions] == [p["parsed"] for p in both.predictions]
     agreement = _mode_agreement(both.predictions)
     assert agreement is not None and 0.0 <= agreement <= 1.0
+
+
+# -- extraction (the paper's second step), recorded like every other answer --------------
+def test_extractor_answers_are_recorded_and_obey_record_modes(tiny_llava, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from benchmark.config import parse_config
+    from benchmark.session import BenchSession, plan_cases
+
+    monkeypatch.setitem(PROVIDERS, "stub", "tests.tiny_llava:StubExtractor")
+    monkeypatch.setattr(StubExtractor, "calls", [])
+    rng = np.random.default_rng(7)
+    for i in range(4):
+        folder = tmp_path / "images" / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "paper.txt").write_text("Which category, 0 or 1?")
+    raw = {
+        "datasets": {"toy": {"format": "folder", "path": str(tmp_path / "images")}},
+        "tasks": {"toy": {"dataset": "toy", "classes": ["a", "b"], "prompts": ["paper"]}},
+        "models": {"tiny": {"provider": "transformers", "model": str(tiny_llava), "mode": "generate",
+                            "max_new_tokens": 3, "batch_size": 2, "extract_with": "gpt"},
+                   "gpt": {"provider": "stub", "model": "gpt-4o", "enabled": False}},
+    }
+    monkeypatch.setattr(StubExtractor, "answer", 1)
+
+    def run(mode):
+        config = parse_config(raw, prompt_dirs={"toy": [tmp_path / "prompts"]})
+        bench = BenchSession(config, cassette_dir=tmp_path / "recordings-of-tiny-model", record_mode=mode,
+                             frozen_dir=tmp_path / "frozen", progress=False)
+        [case] = plan_cases(config)
+        return bench.run(case)
+
+    first = run("once")
+    sent = [r for call in StubExtractor.calls for r in call]
+    assert len(sent) == 4 and sent[0].image is None and "only the number" in sent[0].prompt
+    assert [p["parsed"] for p in first.predictions] == [1, 1, 1, 1]
+    lines = (tmp_path / "recordings-of-tiny-model" / "toy+tiny+paper.jsonl").read_text().splitlines()
+    assert sum('"key"' in ln for ln in lines) == 8  # 4 model answers + 4 extractions, one file
+
+    def no_weights(self):
+        raise AssertionError("replay must not load the model")
+
+    monkeypatch.setattr(TransformersProvider, "_load_model", no_weights)
+    replayed = run("none")
+    assert len(StubExtractor.calls) == 1 and replayed.scores == first.scores
+    monkeypatch.undo()
+    monkeypatch.setitem(PROVIDERS, "stub", "tests.tiny_llava:StubExtractor")
+    monkeypatch.setattr(StubExtractor, "calls", [])
+    monkeypatch.setattr(StubExtractor, "answer", 0)
+    rerecorded = run("all")  # 'all' asks the extractor again too (it used to be skipped)
+    assert sum(len(c) for c in StubExtractor.calls) == 4
+    assert [p["parsed"] for p in rerecorded.predictions] == [0, 0, 0, 0]

@@ -115,9 +115,28 @@ def test_unknown_setting_is_rejected():
         OpenAIChatProvider.from_config(model, api_key="x")
 
 
-def test_fingerprint_changes_with_generation_settings():
+def test_recording_key_changes_with_generation_settings_and_holds_no_secret():
+    from benchmark.recording import content_key
+
+    req = make_requests(1)[0]
     with OpenAIStub() as stub:
-        a = provider(stub).fingerprint()
-        b = provider(stub, temperature=0.7).fingerprint()
-        c = provider(stub, max_tokens=5).fingerprint()
-    assert a != b and a != c and "api_key" not in str(a) and FAKE_KEY not in str(a)
+        keys = [content_key(provider(stub, **kw).canonical_request(req))
+                for kw in ({}, {"temperature": 0.7}, {"max_tokens": 5}, {"detail": "low"}, {"seed": 1})]
+        canonical = str(provider(stub).canonical_request(req))
+    assert len(set(keys)) == len(keys)
+    assert "api_key" not in canonical and FAKE_KEY not in canonical and "base64" not in canonical
+
+
+def test_live_key_equals_the_key_vcrpy_derives_from_the_wire():
+    """Replay looks answers up by the provider's canonical request; recording keys them
+    by what vcrpy saw on the wire. The two must agree byte for byte."""
+    import json
+
+    from benchmark.recording import canonical_json, content_key
+    from benchmark.recording.http import canonical_body
+
+    req = make_requests(1)[0]
+    with OpenAIStub() as stub:
+        p = provider(stub, detail="low", max_tokens=7)
+        wire = json.loads(json.dumps(p.request_body(req)))
+        assert content_key(canonical_json(canonical_body(wire))) == content_key(p.canonical_request(req))

@@ -211,8 +211,24 @@ class StubExtractor:
     def from_config(cls, model: Any, **kwargs: Any) -> StubExtractor:
         return cls(model.name)
 
+    http = False
+
     def fingerprint(self) -> dict[str, Any]:
         return {"provider": "stub", "name": self.name}
+
+    def can_call_live(self) -> bool:
+        return True
+
+    def canonical_request(self, request: Any) -> dict[str, Any]:
+        return {**self.fingerprint(), "prompt": request.prompt}
+
+    def to_record(self, answer: Any) -> dict[str, Any]:
+        return {"answer": {"raw": answer.raw}}
+
+    def from_record(self, sample_id: str, record: dict[str, Any]) -> Any:
+        from benchmark.core import Answer
+
+        return Answer(sample_id, raw=record["answer"]["raw"])
 
     def classify(self, requests: Any, *, on_answer: Any = None) -> list[Any]:
         from benchmark.core import Answer

@@ -16,13 +16,23 @@ OnAnswer = Callable[[Answer], None]
 
 class Provider(Protocol):
     """``classify`` answers every request (in any order) and calls ``on_answer``
-    as each answer arrives, so the caller can persist it at once."""
+    as each answer arrives, so the caller can record it at once. The other
+    methods serve the recording layer (``benchmark.recording``)."""
 
-    def fingerprint(self) -> dict[str, Any]:
-        """Everything that changes the answer (model id, generation params...).
+    name: str
+    http: bool  # True: answers are HTTP chat completions, recorded through vcrpy
 
-        Goes into the response-cache / cassette key with the prompt and image digest.
-        """
+    def canonical_request(self, request: Request) -> dict[str, Any]:
+        """Everything that determines the answer (model, prompt, image digest,
+        parameters), as JSON; its sha256 is the recording key. No secrets."""
+        ...
+
+    def from_record(self, sample_id: str, record: dict[str, Any]) -> Answer:
+        """A recorded answer, parsed by the same code as a live one."""
+        ...
+
+    def can_call_live(self) -> bool:
+        """False when live calls are impossible (e.g. no API key); replay still works."""
         ...
 
     def classify(

@@ -23,7 +23,8 @@ Settings (keys of the ``[models.NAME]`` table, defaults in :data:`SETTINGS`):
   the next token is the class number (see *Label tokens*).
 - ``extract_with``: name of another model in the bench config (an
   OpenAI-compatible one) that reads the generated text, without the image, and
-  answers the class number: the paper's second step.
+  answers the class number: the paper's second step. The session runs it
+  (``benchmark.extraction``), recorded like every other answer.
 
 Label tokens (score mode). The label of class ``k`` is the string ``str(k)``.
 With ``P`` = the score prompt's text (formatted prompt + ``answer_prefix``),
@@ -40,7 +41,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,11 +50,6 @@ from benchmark.core import Answer, BenchError, Request
 
 INSTALL_HINT = 'pip install "astro-vlm-bench[hf]"'
 PAPER_TEMPLATE = "USER: <image>\n{prompt}\nASSISTANT:"
-EXTRACT_INSTRUCTION = (
-    "Below is a model's answer to a question that asked it to classify an image into one of "
-    "{n} categories, numbered 0 to {last}. Which category number did the model choose? "
-    "Output only the number.\n\nAnswer:\n{text}"
-)
 
 SETTINGS: dict[str, Any] = {
     "quantization": "none",
@@ -160,16 +155,13 @@ class TransformersProvider:
     answered entirely from the cache never loads the weights.
     """
 
-    def __init__(self, *, name: str, model: str, settings: dict[str, Any],
-                 extractor: Any = None, extract_name: str | None = None,
-                 cache_dir: Path | str | None = None) -> None:
+    http = False  # answers are recorded by the session (to_record / from_record)
+
+    def __init__(self, *, name: str, model: str, settings: dict[str, Any]) -> None:
         torch, transformers = _import_hf()
         self.name = name
         self.model_id = model
         self.settings = settings
-        self.extractor = extractor
-        self.extract_name = extract_name
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.model_calls = 0  # forward passes + generate calls (tests, perf)
         self._torch = torch
         self._model: Any = None
@@ -187,18 +179,11 @@ class TransformersProvider:
         self.image_token = getattr(self.processor, "image_token", None) or "<image>"
 
     @classmethod
-    def from_config(cls, model: Any, *, bench: Any = None, cache_dir: Path | str | None = None,
-                    **kwargs: Any) -> TransformersProvider:
-        """Build from a ``ModelConfig``; ``cache_dir`` holds the extractor's response cache."""
+    def from_config(cls, model: Any, *, bench: Any = None, **_: Any) -> TransformersProvider:
+        """Build from a ``ModelConfig``."""
         settings = settings_from(model, bench)
         _import_hf()
-        extractor = None
-        if settings["extract_with"] is not None:
-            from benchmark.providers import make_provider
-
-            extractor = make_provider(bench.models[settings["extract_with"]], bench=bench, **kwargs)
-        return cls(name=model.name, model=model.model, settings=settings, extractor=extractor,
-                   extract_name=settings["extract_with"], cache_dir=cache_dir)
+        return cls(name=model.name, model=model.model, settings=settings)
 
     # -- identity -------------------------------------------------------------
     def label_token_ids(self, score_prompt: str, n_classes: int) -> list[int]:
@@ -248,10 +233,26 @@ class TransformersProvider:
             tok = self.tokenizer
             fp["label_tokens"] = [tok.encode(s["answer_prefix"] + str(k), add_special_tokens=False)
                                   for k in range(10)]
-        if self.extractor is not None:
-            fp["extract_with"] = {"name": self.extract_name, "model": self.extractor.fingerprint(),
-                                  "instruction": EXTRACT_INSTRUCTION}
         return fp
+
+    # -- recording ------------------------------------------------------------
+    def can_call_live(self) -> bool:
+        return True
+
+    def canonical_request(self, request: Request) -> dict[str, Any]:
+        """What determines the answer: model settings, prompt and image digest."""
+        return {**self.fingerprint(), "prompt": request.prompt, "image_sha256": request.image_sha256}
+
+    def to_record(self, answer: Answer) -> dict[str, Any]:
+        return {"answer": {"raw": answer.raw, "label": answer.label, "probs": answer.probs,
+                           "usage": answer.usage, "meta": answer.meta}}
+
+    def from_record(self, sample_id: str, record: dict[str, Any]) -> Answer:
+        a = record["answer"]
+        if not isinstance(a, dict) or not isinstance(a.get("raw"), str):
+            raise ValueError(f"expected an answer object with text 'raw', found {a!r}")
+        return Answer(sample_id, raw=a["raw"], label=a.get("label"), probs=a.get("probs"),
+                      usage=dict(a.get("usage") or {}), meta=dict(a.get("meta") or {}))
 
     # -- prompts --------------------------------------------------------------
     def prompt_text(self, request: Request) -> str:
@@ -357,18 +358,6 @@ class TransformersProvider:
         counts = [row.tolist().index(eos) if eos in row.tolist() else len(row) for row in new]
         return self.tokenizer.batch_decode(new, skip_special_tokens=True), counts
 
-    def _extract(self, requests: Sequence[Request], texts: list[str]) -> dict[str, Answer]:
-        """The paper's second step: the extractor reads each text and answers a number."""
-        from benchmark.runner import answer_requests
-        from benchmark.store import ResponseCache
-
-        asks = [Request(r.sample_id, EXTRACT_INSTRUCTION.format(n=r.n_classes, last=r.n_classes - 1, text=t),
-                        None, r.n_classes) for r, t in zip(requests, texts)]
-        cache = None
-        if self.cache_dir is not None:
-            cache = ResponseCache(self.cache_dir / f"extract-{self.name}-{self.extract_name}.jsonl")
-        return answer_requests(self.extractor, asks, cache=cache)
-
     # -- protocol -------------------------------------------------------------
     def classify(self, requests: Sequence[Request], *, on_answer: OnAnswer | None = None) -> list[Answer]:
         from benchmark.parsing import parse_answer
@@ -388,7 +377,6 @@ class TransformersProvider:
             counts: list[int] = []
             if mode in ("generate", "both"):
                 raws, counts = self._generate(batch, texts)
-            extracted = self._extract(batch, raws) if raws is not None and self.extractor else None
             latency = (time.perf_counter() - t0) / len(batch)
             for i, r in enumerate(batch):
                 ans = Answer(r.sample_id, raw="", latency_s=latency)
@@ -400,18 +388,8 @@ class TransformersProvider:
                 if raws is not None:
                     ans.raw = raws[i]
                     ans.usage = {"completion_tokens": counts[i]}
-                    gen_label: int | None = None
-                    if extracted is not None:
-                        ext = extracted[r.sample_id]
-                        ans.meta["extracted"] = ext.raw
-                        if ext.error is not None:
-                            ans.error = f"extractor {self.extract_name!r}: {ext.error}"
-                        gen_label = ext.label if ext.label is not None else parse_answer(ext.raw, r.n_classes)
-                        if mode == "generate":
-                            ans.label = gen_label
-                    elif mode == "both":
-                        gen_label = parse_answer(ans.raw, r.n_classes)
                     if mode == "both":
+                        gen_label = parse_answer(ans.raw, r.n_classes)
                         ans.meta.update(generate_label=gen_label, score_label=ans.label,
                                         agree=gen_label is not None and gen_label == ans.label)
                 answers.append(ans)
@@ -421,8 +399,6 @@ class TransformersProvider:
 
     def close(self) -> None:
         self._model = None
-        if self.extractor is not None:
-            self.extractor.close()
         if self._torch.cuda.is_available():
             self._torch.cuda.empty_cache()
 

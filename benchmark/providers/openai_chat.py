@@ -2,7 +2,9 @@
 
 One image per request as a base64 PNG data URL, temperature 0 by default,
 requests run concurrently (bounded) with the official client's retries and
-exponential backoff on 429, 5xx, connection errors and timeouts.
+exponential backoff on 429, 5xx, connection errors and timeouts. A 200
+whose body is not a chat completion is asked again (``max_retries`` times)
+and then reported as failed; a refusal is an answer of its own.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import io
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
 
 from benchmark.providers import OnAnswer
 from benchmark.core import Answer, BenchError, Request
+from benchmark.recording.completions import MalformedResponse, answer_from_completion, parse_completion
+from benchmark.recording.recording import RecordingWriteError
+from benchmark.recording.scrub import Scrubber
 
 _SETTINGS = {
     "base_url": None,            # None: the openai client's default (api.openai.com)
@@ -69,6 +74,8 @@ class OpenAIChatProvider:
         import openai
 
         self.has_key = bool(api_key)
+        self._scrubber = Scrubber([api_key])
+        self.malformed_backoff_s = 0.5  # first wait before asking again after a malformed 200
         self.name = name
         self.model = model
         self.settings = settings
@@ -91,21 +98,14 @@ class OpenAIChatProvider:
                 raise BenchError(missing_key_message(model.name, settings["api_key_env"]))
         return cls(name=model.name, model=model.model, settings=settings, api_key=api_key)
 
-    def fingerprint(self) -> dict[str, Any]:
-        s = self.settings
-        return {
-            "provider": "openai",
-            "model": self.model,
-            "base_url": s["base_url"],
-            "temperature": s["temperature"],
-            "max_tokens": s["max_tokens"],
-            "detail": s["detail"],
-            "seed": s["seed"],
-        }
+    http = True  # recorded through vcrpy (benchmark.recording.http)
+
+    def can_call_live(self) -> bool:
+        return self.has_key
 
     def request_body(self, request: Request, *, image_ref: bool = False) -> dict[str, Any]:
         """The chat-completions JSON; ``image_ref`` puts the image's sha256 in
-        place of its data URL (the canonical form cassettes match on)."""
+        place of its data URL (the canonical form recordings are keyed by)."""
         content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
         if request.image is not None:
             image_url: dict[str, Any] = (
@@ -125,57 +125,84 @@ class OpenAIChatProvider:
             body["seed"] = self.settings["seed"]
         return body
 
-    def canonical_request(self, request: Request) -> str:
-        """What a cassette stores and matches for ``request`` (see benchmark.cassettes)."""
-        import json
+    def canonical_request(self, request: Request) -> dict[str, Any]:
+        """What determines the answer: the request body with the image as its sha256
+        (no PNG encoding); equal to what vcrpy's hook derives from the live body."""
+        return self.request_body(request, image_ref=True)
 
-        return json.dumps(self.request_body(request, image_ref=True), sort_keys=True,
-                          separators=(",", ":"), ensure_ascii=False)
+    def from_record(self, sample_id: str, record: dict[str, Any]) -> Answer:
+        return answer_from_completion(sample_id, parse_completion(record["response"]))
+
+    def _scrub(self, text: str) -> str:
+        return self._scrubber.text(text)
 
     def _one(self, request: Request) -> Answer:
         import openai
 
         start = time.perf_counter()
-        try:
-            resp = self._client.chat.completions.create(**self.request_body(request))
-        except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
-            # Retries are exhausted: keep going, report it, do not cache it.
-            return Answer(request.sample_id, raw="", error=f"{type(exc).__name__}: {exc}",
-                          latency_s=time.perf_counter() - start)
-        except openai.APIStatusError as exc:  # 4xx other than 429: a setup problem
-            raise BenchError(f"model {self.name!r}: the server refused the request "
-                             f"({exc.status_code}): {exc.message}") from None
-        latency = time.perf_counter() - start
-        text = ""
-        if resp.choices:
-            text = resp.choices[0].message.content or ""
-        usage = {}
-        if resp.usage is not None:
-            usage = {"prompt_tokens": resp.usage.prompt_tokens or 0,
-                     "completion_tokens": resp.usage.completion_tokens or 0}
-        return Answer(request.sample_id, raw=text, usage=usage, latency_s=latency)
+        body = self.request_body(request)
+        problem = ""
+        for attempt in range(self.settings["max_retries"] + 1):
+            if attempt:
+                time.sleep(min(self.malformed_backoff_s * 2 ** (attempt - 1), 8.0))
+            try:
+                raw = self._client.chat.completions.with_raw_response.create(**body)
+            except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
+                # The client's retries are exhausted: report it, never record it.
+                return Answer(request.sample_id, raw="", error=self._scrub(f"{type(exc).__name__}: {exc}"),
+                              latency_s=time.perf_counter() - start)
+            except openai.APIStatusError as exc:  # 4xx other than 429: a setup problem
+                raise BenchError(self._scrub(f"model {self.name!r}: the server refused the request "
+                                             f"({exc.status_code}): {exc.message}")) from None
+            try:
+                completion = parse_completion(raw.http_response.content,
+                                              content_type=raw.headers.get("content-type"))
+            except MalformedResponse as exc:
+                problem = self._scrub(str(exc))
+                continue  # a failed request: asked again, never recorded
+            return answer_from_completion(request.sample_id, completion, latency_s=time.perf_counter() - start)
+        return Answer(request.sample_id, raw="", latency_s=time.perf_counter() - start,
+                      error=f"MalformedResponse after {self.settings['max_retries'] + 1} attempts: {problem}")
 
     def classify(self, requests: Sequence[Request], *, on_answer: OnAnswer | None = None) -> list[Answer]:
+        """Ask concurrently; hand each answer to ``on_answer`` as it arrives. On an error
+        (a refused request, Ctrl-C) stop asking: pending requests are cancelled, and the
+        answers already in flight (at most ``concurrency``, paid for) are still handed
+        over before the error propagates, unless handing over is what failed."""
         answers: list[Answer] = []
-        with ThreadPoolExecutor(max_workers=self.settings["concurrency"],
-                                thread_name_prefix=f"astrobench-{self.name}") as pool:
-            pending = {pool.submit(self._one, r) for r in requests}
-            try:
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                    for fut in done:
-                        answer = fut.result()  # re-raises a setup error at once
-                        answers.append(answer)
-                        if on_answer is not None:
-                            on_answer(answer)
-            except BaseException:
-                for fut in pending:
-                    fut.cancel()
-                # Answers still in flight are persisted before we give up.
-                for fut in pending:
-                    if not fut.cancelled() and fut.exception() is None and on_answer is not None:
+        pending = iter(requests)
+        running: set[Any] = set()
+        pool = ThreadPoolExecutor(max_workers=self.settings["concurrency"],
+                                  thread_name_prefix=f"astrobench-{self.name}")
+
+        def fill() -> None:  # at most `concurrency` requests are ever in flight
+            while len(running) < self.settings["concurrency"]:
+                request = next(pending, None)
+                if request is None:
+                    return
+                running.add(pool.submit(self._one, request))
+
+        try:
+            fill()
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    running.discard(fut)
+                    answer = fut.result()  # re-raises a setup error at once
+                    answers.append(answer)
+                    if on_answer is not None:
+                        on_answer(answer)
+                fill()
+        except BaseException as exc:
+            if on_answer is not None and not isinstance(exc, RecordingWriteError):
+                for fut in running:
+                    try:
                         on_answer(fut.result())
-                raise
+                    except BaseException:  # noqa: BLE001 - the first error is the one to report
+                        break
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         return answers
 
     def close(self) -> None:

@@ -1,0 +1,668 @@
+"""The recording layer, through the session as a user meets it: record modes,
+strict replay, crash safety, locking, malformed answers, secrets, names.
+
+Every recording here is made against the loopback stand-in server and lives
+in a temp folder whose name says so. Modules of the recording layer are
+imported inside the tests, so this file also runs against older code (the
+defect tests were checked to fail there).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.config import ModelConfig, parse_config
+from benchmark.core import Answer, BenchError, Request
+from benchmark.providers import PROVIDERS
+from benchmark.providers.openai_chat import OpenAIChatProvider
+from benchmark.session import BenchSession, plan_cases
+from tests.openai_stub import BARE, CORRECT, UNPARSEABLE, VERBOSE, WRONG, OpenAIStub, answer_for, mark_image
+
+REPO = Path(__file__).resolve().parent.parent
+KEY = "sk-recording-DISTINCTIVE-KEY-9f8e7d"
+STYLES = (CORRECT, WRONG, UNPARSEABLE, VERBOSE, BARE)
+PROMPT = ("You are tasked with classifying astronomical images. Category 0 is an artifact, "
+          "category 1 is a low-surface-brightness galaxy. Respond with the number only.")
+
+
+def images(n: int, n_classes: int = 2, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [mark_image(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), label=i % n_classes,
+                       style=STYLES[i % len(STYLES)], n_classes=n_classes) for i in range(n)]
+
+
+def requests(imgs, prompt: str = PROMPT, n_classes: int = 2) -> list[Request]:
+    return [Request(str(i), prompt, im, n_classes) for i, im in enumerate(imgs)]
+
+
+def provider_for_url(url: str, **settings) -> OpenAIChatProvider:
+    model = ModelConfig("stub", "openai", "stub-vlm", settings={"base_url": url, **settings})
+    return OpenAIChatProvider.from_config(model, api_key=KEY)
+
+
+def folder_world(tmp_path: Path, stub: OpenAIStub, n: int, *, prompt: str = PROMPT, seed: int = 0,
+                 imgs: list[np.ndarray] | None = None) -> dict:
+    from PIL import Image
+
+    root = tmp_path / "images"
+    for i, im in enumerate(imgs if imgs is not None else images(n, seed=seed)):
+        folder = root / ("artifact" if i % 2 == 0 else "lsbg")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im).save(folder / f"img{i:03d}.png")
+    (tmp_path / "prompts" / "toy").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "prompts" / "toy" / "paper.txt").write_text(prompt)
+    return {
+        "datasets": {"toy": {"format": "folder", "path": str(root), "classes": ["artifact", "lsbg"]}},
+        "tasks": {"toy": {"dataset": "toy", "classes": ["artifact", "lsbg"], "prompts": ["paper"]}},
+        "models": {"stub": {"provider": "openai", "model": "stub-vlm", "base_url": stub.base_url,
+                            "api_key_env": "ASTROBENCH_TEST_KEY"}},
+    }
+
+
+CASSETTES = "cassettes-from-test-server"
+
+
+def session(raw: dict, tmp_path: Path, mode: str | None, **kw) -> BenchSession:
+    config = parse_config(raw, prompt_dirs={t: [tmp_path / "prompts" / "toy"] for t in raw["tasks"]})
+    return BenchSession(config, cassette_dir=tmp_path / CASSETTES, record_mode=mode,
+                        frozen_dir=tmp_path / "frozen", progress=False, **kw)
+
+
+def run_case(bench: BenchSession, index: int = 0):
+    return bench.run(plan_cases(bench.config)[index])
+
+
+def recordings(tmp_path: Path) -> list[Path]:
+    """The committed recording files (not journals or locks)."""
+    folder = tmp_path / CASSETTES
+    return sorted(p for p in folder.iterdir() if p.suffix in (".json", ".jsonl")) if folder.exists() else []
+
+
+def journals(tmp_path: Path) -> list[Path]:
+    folder = tmp_path / CASSETTES
+    return sorted(folder.glob("*.journal")) if folder.exists() else []
+
+
+def record_lines(path: Path) -> list[str]:
+    return [ln for ln in path.read_text().splitlines() if ln.startswith('{"key"')]
+
+
+# -- record and replay ------------------------------------------------------------------
+def test_replay_comes_from_the_index_without_client_key_or_image_encoding(tmp_path, monkeypatch):
+    import benchmark.providers.openai_chat as openai_chat
+
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 10)
+        first = run_case(session(raw, tmp_path, "once"))
+        assert len(stub.requests) == 10
+    monkeypatch.delenv("ASTROBENCH_TEST_KEY")
+
+    def no_encoding(*_):
+        raise AssertionError("replay must not encode images")
+
+    monkeypatch.setattr(openai_chat, "png_data_url", no_encoding)
+    again = run_case(session(raw, tmp_path, "none"))  # the server is gone too
+    assert again.scores == first.scores and again.cached == 10
+    [path] = recordings(tmp_path)
+    assert path.name == "toy+stub+paper.jsonl" and not journals(tmp_path)
+    assert len(record_lines(path)) == 10
+
+
+def test_none_mode_missing_answers_fail_with_the_record_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 10)
+        run_case(session(raw, tmp_path, "once", limit=6))
+        with pytest.raises(BenchError) as err:
+            run_case(session(raw, tmp_path, "none"))
+        assert len(stub.requests) == 6
+    msg = str(err.value)
+    assert "has no recorded answer for 4 of the requested samples" in msg
+    assert "lsbg/img007.png" in msg  # sample ids, not just a count
+    assert "pytest cases --task toy --model stub --record-mode new_episodes" in msg
+
+
+def test_changed_prompt_is_a_miss_never_a_reuse(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 6)
+        run_case(session(raw, tmp_path, "once"))
+        (tmp_path / "prompts" / "toy" / "paper.txt").write_text(PROMPT + " Think step by step.")
+        with pytest.raises(BenchError, match="has no recorded answer for 6"):
+            run_case(session(raw, tmp_path, "none"))
+        result = run_case(session(raw, tmp_path, "new_episodes"))
+        assert len(stub.requests) == 12
+        assert stub.requests[-1]["texts"][0].endswith("Think step by step.\n")
+    assert result.scores.n == 6
+
+
+def test_once_records_until_complete_then_replays_only_and_all_asks_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 10)
+        run_case(session(raw, tmp_path, "once", limit=4))
+        run_case(session(raw, tmp_path, "once"))  # not complete yet: records the 6 missing
+        assert len(stub.requests) == 10
+        (tmp_path / "prompts" / "toy" / "paper.txt").write_text(PROMPT + " Be brief.")
+        with pytest.raises(BenchError, match="complete, so 'once' only replays"):
+            run_case(session(raw, tmp_path, "once"))
+        (tmp_path / "prompts" / "toy" / "paper.txt").write_text(PROMPT)
+        run_case(session(raw, tmp_path, "all"))
+        assert len(stub.requests) == 20
+    [path] = recordings(tmp_path)
+    assert len(record_lines(path)) == 10  # re-recorded answers replace, never duplicate
+
+
+def test_missing_key_only_matters_when_a_live_call_is_needed(tmp_path, monkeypatch):
+    monkeypatch.delenv("ASTROBENCH_TEST_KEY", raising=False)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 4)
+        with pytest.raises(BenchError, match="set the environment variable ASTROBENCH_TEST_KEY"):
+            run_case(session(raw, tmp_path, "once"))
+        assert len(stub.requests) == 0
+
+
+def test_a_changed_image_under_a_recorded_sample_id_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 4)
+        run_case(session(raw, tmp_path, "once"))
+        other = tmp_path / "other"
+        other.mkdir()
+        raw2 = folder_world(other, stub, 4, seed=1)  # same names, different pixels
+        raw2["datasets"]["toy"]["path"] = str(other / "images")
+        with pytest.raises(BenchError, match="changed since it was recorded"):
+            run_case(session(raw2, tmp_path, "none"))
+
+
+def test_each_answer_is_handled_as_it_arrives(tmp_path):
+    """One slow request must not hold back the others' on_answer (journal, count, show)."""
+    reqs = requests(images(6))
+    seen: list[tuple[str, float]] = []
+    with OpenAIStub() as stub:
+        stub.stall_next(1, seconds=1.0)
+        start = time.perf_counter()
+        provider_for_url(stub.base_url, concurrency=3).classify(
+            reqs, on_answer=lambda a: seen.append((a.sample_id, time.perf_counter() - start)))
+    fast = sorted(t for _, t in seen)[:5]
+    assert len(seen) == 6 and max(fast) < 0.8, seen
+
+
+def test_limit_parses_only_the_records_it_uses(tmp_path, monkeypatch):
+    from benchmark.recording.log import Entry
+
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 40)
+        run_case(session(raw, tmp_path, "once"))
+    parsed = []
+    original = Entry.data
+    monkeypatch.setattr(Entry, "data", lambda self: parsed.append(self.key) or original(self))
+    assert run_case(session(raw, tmp_path, "none", limit=3)).scores.n == 3
+    assert len(parsed) == 3
+
+
+# -- crash safety -------------------------------------------------------------------------
+CRASH_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {repo!r})
+    from benchmark.recording import Recording, answer_requests
+    from tests.test_recording import images, provider_for_url, requests
+    with Recording({path!r}, mode="once") as rec:
+        answer_requests(provider_for_url({url!r}, concurrency=2), requests(images(30)), recording=rec)
+        rec.finish(complete=True)
+    print("finished")
+""")
+
+
+def test_sigkill_mid_recording_keeps_every_completed_answer(tmp_path, capsys):
+    from benchmark.recording import Recording, answer_requests
+    from benchmark.recording.recording import journal_path
+
+    path = tmp_path / CASSETTES / "crash.jsonl"
+    with OpenAIStub(delay_s=0.1) as stub:
+        script = CRASH_SCRIPT.format(repo=str(REPO), path=str(path), url=stub.base_url)
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while len(stub.requests) < 12 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        assert not path.exists()  # never finished
+        journaled = [ln for ln in journal_path(path).read_text().splitlines() if ln.startswith('{"key"')]
+        assert 8 <= len(journaled) < 30
+        before = len(stub.requests)
+        with Recording(path, mode="once") as rec:  # folds the journal in, visibly, then records the rest
+            answers = answer_requests(provider_for_url(stub.base_url, concurrency=4), requests(images(30)),
+                                      recording=rec)
+            rec.finish(complete=True)
+        assert len(stub.requests) - before == 30 - len(journaled)
+    assert f"recovered {len(journaled)} answers of an interrupted recording" in capsys.readouterr().err
+    assert {s: a.raw for s, a in answers.items()} == {r.sample_id: answer_for(r.image) for r in requests(images(30))}
+    assert path.exists() and not journal_path(path).exists()
+    assert len(record_lines(path)) == 30
+
+
+def test_torn_journal_line_is_cut_so_later_appends_stay_readable(tmp_path):
+    from benchmark.recording import Recording, answer_requests
+    from benchmark.recording.recording import journal_path
+
+    path = tmp_path / CASSETTES / "torn.jsonl"
+    imgs = images(5)
+    with OpenAIStub() as stub:
+        with Recording(path, mode="new_episodes") as rec:
+            answer_requests(provider_for_url(stub.base_url), requests(imgs[:3]), recording=rec)
+            kept = journal_path(path).read_bytes()
+        path.unlink()  # as if killed before the fold
+        journal_path(path).write_bytes(kept + b'{"key":"0123abc","sample":"x","img":"","requ')
+        with Recording(path, mode="new_episodes") as rec:
+            answer_requests(provider_for_url(stub.base_url), requests(imgs), recording=rec)
+        assert len(stub.requests) == 5  # 3, then only the 2 missing
+    with Recording(path, mode="none") as rec:
+        assert len(rec.committed.entries) == 5
+
+
+# -- defects (issue 8, section 2); each of these failed on 69cf1f1 ------------------------------
+@pytest.mark.parametrize("kind", ["not-json", "html", "empty-choices", "null-content"])
+def test_malformed_200s_are_failed_requests_never_recorded(tmp_path, monkeypatch, kind):
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 4)
+        raw["models"]["stub"].update(max_retries=1, concurrency=1)
+        stub.odd_next(2, kind)  # the first sample gets it twice: once, and on the retry
+        with pytest.raises(BenchError, match=r"1 of 4 requests to stub failed after retries"):
+            run_case(session(raw, tmp_path, "once"))
+        saved = b"".join(p.read_bytes() for p in recordings(tmp_path))
+        assert b"chatcmpl-odd" not in saved and b"upstream proxy" not in saved and b"not json" not in saved
+        stub.odd_next(1, kind)  # a malformed answer is asked again within the same run
+        result = run_case(session(raw, tmp_path, "new_episodes"))
+        assert len(stub.requests) == (2 + 3) + (1 + 1)
+    assert result.scores.n == 4 and result.scores.correct == 2
+
+
+def test_a_refusal_is_its_own_outcome_recorded_and_counted(tmp_path, monkeypatch):
+    from benchmark.leaderboard import render_text
+
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 5)
+        raw["models"]["stub"].update(concurrency=1)
+        stub.odd_next(1, "refusal")
+        first = run_case(session(raw, tmp_path, "once"))
+    replayed = run_case(session(raw, tmp_path, "none"))
+    for r in (first, replayed):
+        assert r.scores.refused == 1 and r.scores.unparseable == 1  # UNPARSEABLE style is sample 2
+        refusals = [p for p in r.predictions if "refusal" in p]
+        assert len(refusals) == 1 and refusals[0]["refusal"] == "I'm sorry, I can't help with that."
+    table = render_text([replayed])
+    assert "refused" in table.splitlines()[1]
+
+
+def test_rewrite_keeps_the_old_recording_until_the_new_one_is_complete(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 6)
+        raw["models"]["stub"].update(max_retries=0, concurrency=1)
+        run_case(session(raw, tmp_path, "once"))
+        [path] = recordings(tmp_path)
+        old = path.read_bytes()
+        monkeypatch.delenv("ASTROBENCH_TEST_KEY")
+        with pytest.raises(BenchError, match="ASTROBENCH_TEST_KEY"):
+            run_case(session(raw, tmp_path, "rewrite"))  # no key: nothing touched
+        assert path.read_bytes() == old
+        monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+        stub.fail_next(2, status=503)  # the endpoint is down for two requests
+        with pytest.raises(BenchError, match="2 of 6 requests"):
+            run_case(session(raw, tmp_path, "rewrite"))
+        assert path.read_bytes() == old  # still the old recording, nothing lost
+        with pytest.raises(BenchError, match="interrupted --record-mode rewrite run"):
+            run_case(session(raw, tmp_path, "none"))  # but a replay says the rewrite is pending
+        with pytest.raises(BenchError, match="unfinished --record-mode rewrite"):
+            run_case(session(raw, tmp_path, "new_episodes"))
+        asked = len(stub.requests)
+        run_case(session(raw, tmp_path, "rewrite"))  # resumes: only the 2 failed are asked
+        assert len(stub.requests) - asked == 2
+    assert len(record_lines(path)) == 6 and not journals(tmp_path)
+
+
+LOCK_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {repo!r})
+    from benchmark.recording import Recording, answer_requests
+    from tests.test_recording import images, provider_for_url, requests
+    with Recording({path!r}, mode="once") as rec:
+        out = answer_requests(provider_for_url({url!r}, concurrency=2), requests(images(20)), recording=rec)
+        rec.finish(complete=True)
+    print(sorted((k, a.raw) for k, a in out.items()))
+""")
+
+
+def test_two_recorders_of_one_case_pay_once_and_lose_nothing(tmp_path):
+    path = tmp_path / CASSETTES / "shared.jsonl"
+    with OpenAIStub(delay_s=0.02) as stub:
+        script = LOCK_SCRIPT.format(repo=str(REPO), path=str(path), url=stub.base_url)
+        procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert outs[0][0] == outs[1][0]
+    assert len(stub.requests) == 20  # the second waited for the first, then replayed
+    assert any("another process is recording" in err for _, err in outs)
+    assert len(record_lines(path)) == 20
+
+
+def test_a_stale_journal_never_changes_a_replay_silently(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 6)
+        raw["models"]["stub"].update(max_retries=0, concurrency=1)
+        run_case(session(raw, tmp_path, "once"))
+        [path] = recordings(tmp_path)
+        stub.fail_next(1, status=503)
+        with pytest.raises(BenchError):
+            run_case(session(raw, tmp_path, "all"))  # interrupted: 5 new answers pending
+    with pytest.raises(BenchError) as err:
+        run_case(session(raw, tmp_path, "none"))
+    assert "interrupted --record-mode all run" in str(err.value)
+    assert "--record-mode all" in str(err.value) and ".journal" in str(err.value)
+
+
+def test_a_duplicate_image_is_asked_once_and_answers_both_samples(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    imgs = images(4)
+    imgs[2] = imgs[0].copy()  # same pixels, same class folder
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 4, imgs=imgs)
+        result = run_case(session(raw, tmp_path, "once"))
+        assert len(stub.requests) == 3
+    raws = {p["sample_id"]: p["raw"] for p in result.predictions}
+    assert raws["artifact/img000.png"] == raws["artifact/img002.png"] == answer_for(imgs[0])
+    assert run_case(session(raw, tmp_path, "none")).scores == result.scores
+
+
+def test_an_unwritable_recording_folder_stops_before_any_call(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    (tmp_path / "not-a-folder").write_text("a file where the recordings should go")
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 4)
+        bench = session(raw, tmp_path, "once")
+        bench.cassette_dir = tmp_path / "not-a-folder" / "recordings"
+        with pytest.raises(BenchError, match="cannot record into"):
+            run_case(bench)
+        assert len(stub.requests) == 0
+
+
+def test_a_write_failure_stops_asking_and_keeps_what_was_written(tmp_path, monkeypatch):
+    from benchmark.recording import log
+
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    original = log.Appender.append
+    written = []
+
+    def disk_full_after_three(self, line):
+        if len(written) >= 5:  # the journal header, the prompt and 3 answers fit
+            raise OSError(28, "No space left on device")
+        written.append(line)
+        original(self, line)
+
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 12)
+        raw["models"]["stub"].update(concurrency=1)
+        monkeypatch.setattr(log.Appender, "append", disk_full_after_three)
+        with pytest.raises(BenchError, match="No space left on device.*stopped asking"):
+            run_case(session(raw, tmp_path, "once"))
+        assert len(stub.requests) <= 5  # stopped at once, not after all 12
+        monkeypatch.setattr(log.Appender, "append", original)
+        asked = len(stub.requests)
+        run_case(session(raw, tmp_path, "once"))
+        assert len(stub.requests) - asked == 12 - 3  # the 3 written answers were kept
+
+
+def test_ctrl_c_does_not_mark_a_partial_recording_finished(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 10)
+        raw["models"]["stub"].update(concurrency=1)
+        bench = session(raw, tmp_path, "once")
+        provider = bench.provider(bench.config.models["stub"])
+        inner = provider._one
+
+        def interrupt_at_five(request):
+            if len(stub.requests) >= 4:
+                raise KeyboardInterrupt
+            return inner(request)
+
+        monkeypatch.setattr(provider, "_one", interrupt_at_five)
+        with pytest.raises(KeyboardInterrupt):
+            run_case(bench)
+        assert len(stub.requests) == 4
+        result = run_case(session(raw, tmp_path, "once"))  # what make bench does next
+        assert len(stub.requests) == 10 and result.scores.n == 10
+
+
+def test_case_files_never_collide(tmp_path, monkeypatch):
+    """task 'p' x model 'q-r' and task 'p-q' x model 'r' used to share p-q-r.json."""
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 4)
+        model = raw["models"].pop("stub")
+        raw["models"] = {"q-r": dict(model, temperature=0.0), "r": dict(model, temperature=0.5)}
+        raw["tasks"] = {"p": raw["tasks"]["toy"], "p-q": raw["tasks"]["toy"]}
+        bench = session(raw, tmp_path, "once")
+        ids = [c.id for c in plan_cases(bench.config)]
+        assert sorted(ids).count("p-q-r") == 2  # the display ids do collide
+        for i in range(len(ids)):
+            run_case(bench, i)
+        assert len(stub.requests) == 4 * len(ids)
+        for i in range(len(ids)):  # each case replays its own recording
+            run_case(session(raw, tmp_path, "none"), i)
+    assert len(recordings(tmp_path)) == len(ids)
+
+
+def test_recording_paths_stay_inside_their_folder(tmp_path):
+    raw = {"datasets": {}, "tasks": {}, "models": {"../../x": {"provider": "openai", "model": "m"}}}
+    with pytest.raises(BenchError, match=r"model '\.\./\.\./x'"):
+        parse_config(raw, prompt_dirs={})
+
+
+def test_the_key_never_reaches_messages_recordings_or_results(tmp_path, monkeypatch):
+    from benchmark.leaderboard import results_document
+
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 3)
+        raw["models"]["stub"].update(concurrency=1)
+        stub.odd_next(1, "401-echo")
+        with pytest.raises(BenchError) as err:
+            run_case(session(raw, tmp_path, "once"))
+        assert "401" in str(err.value) and KEY not in str(err.value)
+        stub.odd_next(1, "echo-key")  # a body that echoes the Authorization header
+        result = run_case(session(raw, tmp_path, "once"))
+    assert "Bearer" in stub.requests[-1]["headers"]["authorization"]  # it was really sent
+    blob = b"".join(p.read_bytes() for p in (tmp_path / CASSETTES).iterdir() if p.is_file())
+    assert b"(you sent Bearer ***)" in blob and KEY.encode() not in blob, blob[-900:]
+    doc = str(results_document([result]))
+    assert KEY not in doc and "you sent Bearer ***" in doc
+
+
+def test_conflicting_duplicate_lines_and_crafted_nesting_are_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 3)
+        run_case(session(raw, tmp_path, "once"))
+    [path] = recordings(tmp_path)
+    text = path.read_text()
+    first = record_lines(path)[0]
+    changed = first.replace('"content":"', '"content":"Actually, ', 1)
+    assert changed != first
+    path.write_text(text + changed + "\n")
+    with pytest.raises(BenchError, match=r"lines \d+ and \d+ hold different answers"):
+        run_case(session(raw, tmp_path, "none"))
+    path.write_text(text + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(BenchError, match=re.escape(path.name) + r":\d+: .*nested too deeply"):
+        run_case(session(raw, tmp_path, "none"))
+
+
+# -- pytest-recording conventions, from a project outside this repo ---------------------------
+def test_pytest_recording_conventions_place_and_configure_recordings(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    monkeypatch.delenv("ASTROBENCH_CASSETTE_DIR", raising=False)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 3)
+        cfg = tmp_path / "toy.toml"
+        cfg.write_text(textwrap.dedent(f"""
+            [datasets.toy]
+            format = "folder"
+            path = "{raw['datasets']['toy']['path']}"
+            classes = ["artifact", "lsbg"]
+            [tasks.toy]
+            dataset = "toy"
+            classes = ["artifact", "lsbg"]
+            prompts = ["paper"]
+            prompt_dir = "{tmp_path / 'prompts' / 'toy'}"
+            [models.stub]
+            provider = "openai"
+            model = "stub-vlm"
+            base_url = "{stub.base_url}"
+            api_key_env = "ASTROBENCH_TEST_KEY"
+        """))
+        project = tmp_path / "project"
+        project.mkdir()
+        (project / "conftest.py").write_text(textwrap.dedent(f"""
+            import pytest
+            seen = []
+            configured = []
+
+            @pytest.fixture(scope="module")
+            def vcr_cassette_dir():
+                return {str(tmp_path / "recorded-from-test-server")!r}
+
+            @pytest.fixture
+            def vcr_config():
+                def note(request):
+                    seen.append(request.uri)
+                    return request
+                return {{"before_record_request": note}}
+
+            def pytest_recording_configure(config, vcr):
+                configured.append(vcr)
+
+            def pytest_sessionfinish(session):
+                print("VCR_CONFIG_SAW", len(seen), "CONFIGURED", len(configured))
+        """))
+        (project / "test_bench.py").write_text(
+            "def test_case(bench_case, bench_run):\n    bench_run(bench_case)\n")
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "--record-mode", "once",
+             "--bench-config", str(cfg), "--task", "toy", "--model", "stub", "--no-progress", "test_bench.py"],
+            cwd=project, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(REPO), "ASTROBENCH_FIXTURES_DIR": str(tmp_path / "frozen")},
+        )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "recorded-from-test-server" / "toy+stub+paper.jsonl").exists()
+    saw = re.search(r"VCR_CONFIG_SAW (\d+) CONFIGURED (\d+)", proc.stdout)
+    assert saw and int(saw.group(1)) >= 3 and saw.group(2) == "1", proc.stdout
+
+
+# -- in-process models: the same recording, the same rules ------------------------------------
+class FakeLocalProvider:
+    """An in-process provider (no HTTP) that answers like the stub and counts calls."""
+
+    calls = 0
+    http = False
+
+    def __init__(self, name: str, temperature: float = 0.0) -> None:
+        self.name, self.temperature = name, temperature
+
+    @classmethod
+    def from_config(cls, model, **_):
+        return cls(model.name, float(model.settings.get("temperature", 0.0)))
+
+    def can_call_live(self) -> bool:
+        return True
+
+    def canonical_request(self, request):
+        return {"provider": "fake-local", "temperature": self.temperature, "prompt": request.prompt,
+                "image_sha256": request.image_sha256}
+
+    def to_record(self, answer):
+        return {"answer": {"raw": answer.raw}}
+
+    def from_record(self, sample_id, record):
+        return Answer(sample_id, raw=record["answer"]["raw"])
+
+    def classify(self, reqs, *, on_answer=None):
+        out = []
+        for r in reqs:
+            FakeLocalProvider.calls += 1
+            a = Answer(r.sample_id, raw=answer_for(r.image))
+            out.append(a)
+            if on_answer:
+                on_answer(a)
+        return out
+
+    def close(self):
+        pass
+
+
+def test_local_models_are_recorded_with_the_same_rules(tmp_path, monkeypatch):
+    monkeypatch.setitem(PROVIDERS, "fake-local", f"{__name__}:FakeLocalProvider")
+    FakeLocalProvider.calls = 0
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 8)
+    raw["models"] = {"stub": {"provider": "fake-local", "model": "tiny"}}
+    with pytest.raises(BenchError, match=r"has no recording for 8"):
+        run_case(session(raw, tmp_path, "none"))
+    first = run_case(session(raw, tmp_path, "once", limit=5))
+    assert FakeLocalProvider.calls == 5
+    full = run_case(session(raw, tmp_path, "once"))  # resumes: only the 3 missing
+    assert FakeLocalProvider.calls == 8
+    replay = run_case(session(raw, tmp_path, "none"))
+    assert FakeLocalProvider.calls == 8 and replay.scores == full.scores and first.scores.n == 5
+    run_case(session(raw, tmp_path, "rewrite"))
+    assert FakeLocalProvider.calls == 16
+    assert run_case(session(raw, tmp_path, "none")).scores == full.scores
+    raw["models"]["stub"]["temperature"] = 0.5  # another request: a miss
+    with pytest.raises(BenchError, match="has no recorded answer for 8"):
+        run_case(session(raw, tmp_path, "none"))
+
+
+def test_failed_requests_are_not_recorded_and_a_rerun_retries_only_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 6)
+        raw["models"]["stub"].update(max_retries=1, concurrency=1)
+        stub.fail_next(2, status=503)  # the first request fails, retry included
+        with pytest.raises(BenchError, match=r"1 of 6 requests to stub failed after retries"):
+            run_case(session(raw, tmp_path, "once"))
+        assert len(stub.requests) == 7
+        saved = b"".join(p.read_bytes() for p in (tmp_path / CASSETTES).iterdir() if p.is_file())
+        assert b"injected fault" not in saved and b"503" not in saved
+        result = run_case(session(raw, tmp_path, "once"))  # incomplete: once records the rest
+        assert len(stub.requests) == 8  # only the failed sample was asked again
+    assert result.scores.n == 6
+
+
+def test_no_thread_leaks_after_a_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    before = threading.active_count()
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 4)
+        bench = session(raw, tmp_path, "once")
+        run_case(bench)
+        bench.close()
+    time.sleep(0.2)
+    assert threading.active_count() <= before + 1
