@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                 spec = config.datasets[task.dataset]
                 samples = load_dataset(task.dataset, spec, limit=task.sample_size,
                                        base_dir=config.dataset_dirs.get(task.dataset))
-                path = write_frozen(frozen_dir() / f"{task.dataset}.npz", samples,
-                                    dataset=task.dataset, spec=spec)
+                path = write_frozen(frozen_dir() / f"{task.dataset}.npz", samples, dataset=task.dataset,
+                                    spec=spec, base_dir=config.dataset_dirs.get(task.dataset))
                 print(f"{name}: {len(samples)} samples of {task.dataset} -> {path}")
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

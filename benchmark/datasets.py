@@ -7,27 +7,60 @@ folders (format ``folder``) are read in place. Every loader returns
 ``Sample``s with uint8 HxWx3 images and integer labels, after validating the
 data and failing with a :class:`BenchError` that says what was expected and
 what was found.
+
+Trust: a cached file is hashed against its configured checksum every time it
+is loaded (no size/mtime shortcut). GalaxyMNIST's gunzipped HDF5 has its
+sha256 recorded when it is decompressed and checked before every read; if it
+no longer matches, a note goes to stderr and it is decompressed again from
+the (verified) ``.gz``.
+
+Downloads: only "no network" (connection refused, DNS failure, unreachable
+network, connect timeout) raises :class:`DatasetUnavailable`, which the
+plugin turns into a skip. Anything that breaks after the server answered (a
+body shorter than Content-Length, a reset mid-body), an HTTP error status or a
+checksum mismatch is a :class:`BenchError` (a failure); nothing is cached.
+
+Folder images (:func:`pil_to_rgb8`) become uint8 HxWx3 by these rules; no
+contrast stretch is ever applied:
+
+- 8-bit modes ``1 L LA P PA RGB RGBA RGBX CMYK YCbCr``: Pillow's conversion;
+  alpha is dropped and the colour values as stored are kept (``P`` with
+  transparency and ``PA`` go through RGBA). 16-bit RGB(A) PNGs arrive here
+  already reduced by Pillow to their high byte.
+- 16-bit grayscale ``I;16 I;16L I;16B I;16N``: scaled by the full 16-bit
+  range, ``round(v * 255 / 65535)``.
+- ``I`` (32-bit integer): as 16-bit if every value is in 0..65535, else an
+  error.
+- ``F`` (32-bit float): ``round(v * 255)`` if every value is finite and in
+  [0, 1], else an error.
+- Grayscale is replicated to 3 channels; any other mode is an error that
+  names the file, its mode and the supported modes.
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import http.client
+import json
 import os
 import re
-import shutil
+import socket
 import sys
 import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from benchmark.core import BenchError, DatasetUnavailable, Sample, write_atomic
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 CACHE_ENV = "ASTROBENCH_CACHE_DIR"
 DIGEST_ALGOS = ("git-sha1", "md5", "sha256")
@@ -230,37 +263,34 @@ def _dataset_cache(name: str, cache_dir: Path | None) -> Path:
     return Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / name
 
 
-def _marker(path: Path) -> Path:
-    return path.with_name(path.name + ".verified")
-
-
-def _marker_text(entry: _FileEntry, path: Path) -> str:
-    st = path.stat()
-    return f"{entry.checksum} {st.st_size} {st.st_mtime_ns}\n"
-
-
 def _ensure_file(name: str, fname: str, entry: _FileEntry, root: Path) -> Path:
-    """The verified cached copy of one file, downloading it if absent."""
+    """The cached copy of one file, downloading it if absent; verified on every call.
+
+    A cached file is hashed each time (not trusted on size and mtime): what is
+    about to be read is what the checksum describes.
+    """
     path = root / fname
-    if path.exists():
-        marker = _marker(path)
-        try:
-            if marker.read_text() == _marker_text(entry, path):
-                return path
-        except OSError:
-            pass
-        found = file_digest(path, entry.algo)
-        if found != entry.digest:
-            raise BenchError(
-                f"dataset {name}: cached file {path} does not match its checksum: expected "
-                f"{entry.checksum}, found {entry.algo}:{found}; delete it so it is downloaded "
-                f"again from {entry.url}")
-        write_atomic(marker, _marker_text(entry, path))
+    if not path.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        _download(name, fname, entry, path)  # verified while streaming
         return path
-    root.mkdir(parents=True, exist_ok=True)
-    _download(name, fname, entry, path)
-    write_atomic(_marker(path), _marker_text(entry, path))
+    found = file_digest(path, entry.algo)
+    if found != entry.digest:
+        raise BenchError(
+            f"dataset {name}: cached file {path} does not match its checksum: expected "
+            f"{entry.checksum}, found {entry.algo}:{found}; delete it so it is downloaded "
+            f"again from {entry.url}")
     return path
+
+
+_OFFLINE_ERRNOS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN,
+                   errno.EHOSTDOWN}
+
+
+def _is_offline(reason: object) -> bool:
+    """True for the errors of "no network" while connecting: refused, DNS, unreachable, timeout."""
+    return isinstance(reason, (socket.gaierror, TimeoutError)) or (
+        isinstance(reason, OSError) and reason.errno in _OFFLINE_ERRNOS)
 
 
 def _unavailable(name: str, fname: str, entry: _FileEntry, path: Path, why: str) -> DatasetUnavailable:
@@ -270,8 +300,23 @@ def _unavailable(name: str, fname: str, entry: _FileEntry, path: Path, why: str)
         f"access, or place the file at {path} (checksum {entry.checksum})")
 
 
+def _broken(name: str, fname: str, entry: _FileEntry, received: int, total: int | None,
+            why: str) -> BenchError:
+    if total is None:
+        counts = f"interrupted after {received} bytes (no Content-Length)"
+    else:
+        counts = (f"interrupted after {received} of {total} bytes: expected {total} bytes "
+                  f"(Content-Length), found {received}")
+    return BenchError(f"dataset {name}: downloading {fname} from {entry.url} was {counts} "
+                      f"({why}); nothing was cached, run again to retry")
+
+
 def _download(name: str, fname: str, entry: _FileEntry, dest: Path) -> None:
-    """Stream ``entry.url`` into ``dest`` atomically: temp file, hash, verify, fsync, rename."""
+    """Stream ``entry.url`` into ``dest`` atomically: temp file, hash, verify, fsync, rename.
+
+    Raises :class:`DatasetUnavailable` only when the host cannot be reached at all;
+    a transfer that breaks or arrives wrong is a :class:`BenchError`.
+    """
     from tqdm import tqdm
 
     request = urllib.request.Request(entry.url, headers={"User-Agent": "astrobench"})
@@ -282,15 +327,17 @@ def _download(name: str, fname: str, entry: _FileEntry, dest: Path) -> None:
             try:
                 response = urllib.request.urlopen(request, timeout=_TIMEOUT_S)
             except urllib.error.HTTPError as exc:
+                exc.close()
                 raise BenchError(f"dataset {name}: downloading {fname} from {entry.url} failed: "
                                  f"expected HTTP 200, found HTTP {exc.code} {exc.reason}") from None
-            except urllib.error.URLError as exc:
-                if isinstance(exc.reason, OSError):
+            except urllib.error.URLError as exc:  # raised while connecting and sending
+                if _is_offline(exc.reason):
                     raise _unavailable(name, fname, entry, dest, str(exc.reason)) from None
                 raise BenchError(f"dataset {name}: cannot download {fname} from {entry.url}: "
                                  f"{exc.reason}") from None
-            except (OSError, http.client.HTTPException) as exc:  # timeouts, resets
-                raise _unavailable(name, fname, entry, dest, repr(exc)) from None
+            except (OSError, http.client.HTTPException) as exc:  # the server broke off its answer
+                raise BenchError(f"dataset {name}: downloading {fname} from {entry.url} failed: "
+                                 f"expected an HTTP response, found {exc!r}") from None
             with response:
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
@@ -313,18 +360,14 @@ def _download(name: str, fname: str, entry: _FileEntry, dest: Path) -> None:
                         bar.update(len(chunk))
                 except http.client.IncompleteRead as exc:
                     received += len(exc.partial)
-                    raise _unavailable(name, fname, entry, dest,
-                                       f"download interrupted after {received} of {total} bytes"
-                                       ) from None
+                    raise _broken(name, fname, entry, received, total,
+                                  "the connection closed early") from None
                 except (OSError, http.client.HTTPException) as exc:
-                    raise _unavailable(name, fname, entry, dest,
-                                       f"download interrupted after {received} bytes: {exc!r}"
-                                       ) from None
+                    raise _broken(name, fname, entry, received, total, repr(exc)) from None
                 finally:
                     bar.close()
             if total is not None and received != total:
-                raise _unavailable(name, fname, entry, dest,
-                                   f"download interrupted after {received} of {total} bytes")
+                raise _broken(name, fname, entry, received, total, "the connection closed early")
             out.flush()
             os.fsync(out.fileno())
         found = hasher.hexdigest() if hasher is not None else file_digest(tmp, entry.algo)
@@ -353,20 +396,35 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _decompressed(name: str, fname: str, entry: _FileEntry, root: Path) -> Path:
-    """Gunzip the cached ``fname`` once (atomically); reuse it while its source is unchanged."""
+    """The gunzipped copy of the verified ``fname``, checked before every read.
+
+    ``<out>.source`` records the .gz checksum and the sha256 of the output when it
+    is decompressed. An output that no longer matches is decompressed again from
+    the .gz (with a note on stderr); a missing or stale record redoes it silently.
+    """
     gz = _ensure_file(name, fname, entry, root)
     out = root / (fname[:-3] if fname.endswith(".gz") else fname + ".raw")
-    source = out.with_name(out.name + ".source")
+    record = out.with_name(out.name + ".source")
     try:
-        if out.exists() and source.read_text() == entry.checksum + "\n":
-            return out
+        source, _, recorded = record.read_text().strip().partition(" ")
     except OSError:
-        pass
+        source = recorded = ""
+    if out.exists() and source == entry.checksum and recorded.startswith("sha256:"):
+        found = file_digest(out, "sha256")
+        if f"sha256:{found}" == recorded:
+            return out
+        print(f"dataset {name}: {out} does not match the digest recorded when it was "
+              f"decompressed: expected {recorded}, found sha256:{found}; decompressing it again "
+              f"from the verified {gz}", file=sys.stderr)
+    record.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=root)
     tmp = Path(tmp_name)
+    hasher = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as dst, gzip.open(gz, "rb") as src:
-            shutil.copyfileobj(src, dst, _CHUNK)
+            while chunk := src.read(_CHUNK):
+                dst.write(chunk)
+                hasher.update(chunk)
             dst.flush()
             os.fsync(dst.fileno())
         os.replace(tmp, out)
@@ -375,7 +433,7 @@ def _decompressed(name: str, fname: str, entry: _FileEntry, root: Path) -> Path:
                          f"found one that cannot be decompressed ({exc})") from None
     finally:
         tmp.unlink(missing_ok=True)
-    write_atomic(source, entry.checksum + "\n")
+    write_atomic(record, f"{entry.checksum} sha256:{hasher.hexdigest()}\n")
     return out
 
 
@@ -500,13 +558,11 @@ def _load_galaxy_mnist(name: str, spec: dict, files: dict[str, _FileEntry], root
     return [Sample(id=str(i), image=images[i], label=int(labels[i])) for i in range(n)]
 
 
-def _load_folder(name: str, spec: dict, *, limit: int | None, base_dir: Path | None) -> list[Sample]:
-    from PIL import Image
-
+def _folder_listing(name: str, spec: dict, base_dir: Path | None
+                    ) -> tuple[Path, list[str], list[list[Path]]]:
+    """The folder, its classes (index = label) and each class's images, sorted by name."""
     where = f"datasets.{name}"
-    folder = Path(spec["path"]).expanduser()
-    if not folder.is_absolute():
-        folder = Path(base_dir if base_dir is not None else spec.get("_base_dir", ".")) / folder
+    folder = _folder_path(spec, base_dir)
     if not folder.is_dir():
         raise BenchError(f"{where}: expected an image folder with one sub-folder per class at "
                          f"{folder}, found {'a file' if folder.exists() else 'nothing'}")
@@ -531,6 +587,85 @@ def _load_folder(name: str, spec: dict, *, limit: int | None, base_dir: Path | N
         if not imgs:
             raise BenchError(f"{where}: expected .png/.jpg/.jpeg images in {folder / c}, found none")
         per_class.append(imgs)
+    return folder, classes, per_class
+
+
+def _folder_path(spec: dict, base_dir: Path | None) -> Path:
+    folder = Path(spec["path"]).expanduser()
+    if not folder.is_absolute():
+        folder = Path(base_dir if base_dir is not None else spec.get("_base_dir", ".")) / folder
+    return folder
+
+
+@dataclass(frozen=True)
+class FolderManifest:
+    """What a folder dataset holds: ``digest`` is the sha256 of the class list and the
+    sorted (relative path, class, sha256 of the file's bytes) of every image."""
+
+    folder: Path
+    digest: str
+    labels: dict[str, int]  # relative path (the sample id) -> label
+
+
+def folder_manifest(name: str, spec: dict, *, base_dir: Path | None = None,
+                    required: bool = False) -> FolderManifest | None:
+    """The manifest of a folder dataset's images; ``None`` if the folder does not
+    exist, unless ``required`` (then that is an error)."""
+    fmt, _ = _check_spec(name, spec)
+    if fmt != "folder":
+        raise BenchError(f"datasets.{name}: expected format 'folder' for a folder manifest, "
+                         f"found {fmt!r}")
+    if not required and not _folder_path(spec, base_dir).exists():
+        return None
+    folder, classes, per_class = _folder_listing(name, spec, base_dir)
+    entries = sorted((p.relative_to(folder).as_posix(), c, file_digest(p, "sha256"))
+                     for c, imgs in zip(classes, per_class) for p in imgs)
+    blob = json.dumps({"classes": classes, "images": entries}, separators=(",", ":"))
+    labels = {rel: classes.index(c) for rel, c, _ in entries}
+    return FolderManifest(folder, hashlib.sha256(blob.encode()).hexdigest(), labels)
+
+
+_8BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
+_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_SUPPORTED_MODES = (*_8BIT_MODES, *_16BIT_MODES, "I", "F")
+
+
+def pil_to_rgb8(im: Image.Image, *, source: str) -> np.ndarray:
+    """A Pillow image as uint8 HxWx3, by the rules in the module docstring.
+
+    ``source`` (the file) starts every error message.
+    """
+    mode = im.mode
+    if mode in _8BIT_MODES:
+        if mode == "PA" or (mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    if mode in _16BIT_MODES or mode == "I":
+        values = np.asarray(im).astype(np.int64)
+        if mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise BenchError(f"{source}: mode 'I' (32-bit integer) image: expected values in "
+                             f"0..65535 to scale as 16-bit, found values in "
+                             f"[{values.min()}, {values.max()}]")
+        gray = (values * 2 + 257) // 514  # round(v * 255 / 65535); never halfway
+    elif mode == "F":
+        values = np.asarray(im).astype(np.float64)
+        if not np.isfinite(values).all():
+            raise BenchError(f"{source}: mode 'F' (32-bit float) image: expected finite values "
+                             f"in [0, 1], found non-finite values")
+        if values.size and (values.min() < 0.0 or values.max() > 1.0):
+            raise BenchError(f"{source}: mode 'F' (32-bit float) image: expected values in "
+                             f"[0, 1], found values in [{values.min()}, {values.max()}]")
+        gray = np.floor(values * 255.0 + 0.5)
+    else:
+        raise BenchError(f"{source}: expected an image in one of the Pillow modes "
+                         f"{list(_SUPPORTED_MODES)}, found mode {mode!r}")
+    return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _load_folder(name: str, spec: dict, *, limit: int | None, base_dir: Path | None) -> list[Sample]:
+    from PIL import Image
+
+    folder, _, per_class = _folder_listing(name, spec, base_dir)
     order: list[tuple[int, Path]] = []
     for rank in range(max(len(imgs) for imgs in per_class)):
         order.extend((label, imgs[rank]) for label, imgs in enumerate(per_class) if rank < len(imgs))
@@ -538,13 +673,12 @@ def _load_folder(name: str, spec: dict, *, limit: int | None, base_dir: Path | N
         order = order[:limit]
     samples = []
     for label, path in order:
-        rel = path.relative_to(folder).as_posix()
         try:
             with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"), dtype=np.uint8)
+                im.load()
+                image = pil_to_rgb8(im, source=f"datasets.{name}: {path}")
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise BenchError(f"{where}: {path}: expected a PNG or JPEG image, found one Pillow "
-                             f"cannot read ({exc})") from None
-        samples.append(Sample(id=rel, image=image, label=label))
+            raise BenchError(f"datasets.{name}: {path}: expected a PNG or JPEG image, found one "
+                             f"Pillow cannot read ({exc})") from None
+        samples.append(Sample(id=path.relative_to(folder).as_posix(), image=image, label=label))
     return samples
-

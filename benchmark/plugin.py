@@ -14,6 +14,7 @@ from benchmark.core import BenchError, DatasetUnavailable
 
 _SESSION = pytest.StashKey["object"]()
 _BASELINE = pytest.StashKey["object"]()
+_WRITE_ERROR = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -193,10 +194,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     if opt.leaderboard_detail:
         terminalreporter.write_sep("-", "astrobench detail")
         terminalreporter.write_line(report.detail())
+    problem = config.stash.get(_WRITE_ERROR, None)
     for what, path in (("results", opt.results), ("Markdown", opt.leaderboard_md),
                        ("HTML", opt.leaderboard_html)):
-        if path:
+        if path and not (problem and str(path) in problem):
             terminalreporter.write_line(f"{what} written to {path}")
+    if problem:
+        terminalreporter.write_line(f"astrobench: {problem}", red=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -209,9 +213,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.config.workeroutput["astrobench"] = json.dumps([r.to_json() for r in bench.results])
         return
     if bench.results:
-        _report(session.config, bench).write(
-            json_path=opt.results and Path(opt.results), md_path=opt.leaderboard_md and Path(opt.leaderboard_md),
-            html_path=opt.leaderboard_html and Path(opt.leaderboard_html), sources=bench.config.sources)
+        try:
+            _report(session.config, bench).write(
+                json_path=opt.results and Path(opt.results), md_path=opt.leaderboard_md and Path(opt.leaderboard_md),
+                html_path=opt.leaderboard_html and Path(opt.leaderboard_html), sources=bench.config.sources)
+        except BenchError as exc:  # the JSON is written first; a failed report fails the run, visibly
+            session.config.stash[_WRITE_ERROR] = str(exc)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)

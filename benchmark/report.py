@@ -22,7 +22,7 @@ from benchmark.leaderboard import (PUBLISHED, PUBLISHED_HEADERS, load_published,
                                    results_document, verdict, write_json_atomic)
 from benchmark.leaderboard import fmt_num as _f
 from benchmark.metrics import estimate_cost, roc_auc, row_normalised
-from benchmark.core import BenchError
+from benchmark.core import BenchError, write_atomic
 
 CI_NOTE = "accuracy counts unparseable answers as wrong; 95% CI: Wilson score interval"
 FULL_HEADERS = ["task", "model", "prompt", "n", "accuracy", "95% CI", "macro-F1", "ROC-AUC",
@@ -213,17 +213,31 @@ class Report:
 
     def write(self, *, json_path: Path | None = None, md_path: Path | None = None,
               html_path: Path | None = None, sources: Sequence[Path] = ()) -> list[Path]:
-        """Write the requested files (atomically for JSON); return what was written."""
+        """Write the requested files (each atomically); return what was written.
+
+        The results JSON comes first. Markdown and HTML are rendered and written
+        independently; if either fails, the other files are still written and a
+        :class:`BenchError` naming the failed file(s) is raised afterwards.
+        """
         written = []
         if json_path:
             write_json_atomic(Path(json_path), self.document(sources=sources))
             written.append(Path(json_path))
+        failed: list[tuple[Path, Exception]] = []
         for path, render in ((md_path, self.markdown), (html_path, self.html)):
             if path:
                 path = Path(path)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(render(), encoding="utf-8")
-                written.append(path)
+                try:
+                    write_atomic(path, render())
+                except Exception as exc:  # any renderer bug: keep going, report below
+                    failed.append((path, exc))
+                else:
+                    written.append(path)
+        if failed:
+            what = "; ".join(f"{p}: {type(e).__name__}: {e}" for p, e in failed)
+            kept = f"; the results JSON was written completely to {json_path}" if json_path else ""
+            raise BenchError(f"expected to write every report, found {len(failed)} that could not be "
+                             f"rendered ({what}){kept}") from failed[0][1]
         return written
 
 
@@ -260,11 +274,13 @@ def confusion_png(classes: Sequence[str], confusion: Sequence[Sequence[int]],
         for j in range(m):
             ax.text(j, i, f"{counts[i, j]}\n{norm[i, j]:.2f}", ha="center", va="center", fontsize=9,
                     color="white" if norm[i, j] > 0.55 else "black")
-    ax.set_xticks(range(m), [_wrap(c) for c in cols], fontsize=8, rotation=30, ha="right")
-    ax.set_yticks(range(k), [_wrap(c) for c in classes], fontsize=8)
+    # class names and case ids are shown as written: "$...$" is not mathtext
+    ax.set_xticks(range(m), [_wrap(c) for c in cols], fontsize=8, rotation=30, ha="right",
+                  parse_math=False)
+    ax.set_yticks(range(k), [_wrap(c) for c in classes], fontsize=8, parse_math=False)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, parse_math=False)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
     fig.tight_layout()
     buf = io.BytesIO()

@@ -215,7 +215,9 @@ class BenchSession:
             return self._samples[key]
         spec = self.config.datasets[task.dataset]
         frozen = self.frozen_dir / f"{task.dataset}.npz"
-        samples = load_frozen(frozen, dataset=task.dataset, spec=spec, count=count) if frozen.exists() else None
+        base_dir = self.config.dataset_dirs.get(task.dataset)
+        samples = (load_frozen(frozen, dataset=task.dataset, spec=spec, count=count, base_dir=base_dir)
+                   if frozen.exists() else None)
         if samples is None:
             samples = load_dataset(task.dataset, spec, limit=count, cache_dir=self.data_cache_dir,
                                    base_dir=self.config.dataset_dirs.get(task.dataset))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import socket
+import struct
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -85,6 +87,10 @@ class FileServer:
         """Send the full Content-Length, then close after ``fraction`` of the body."""
         self._faults[name] = ("cut_off", fraction)
 
+    def reset(self, name: str, fraction: float = 0.5) -> None:
+        """Send the full Content-Length, then reset the connection (TCP RST) after ``fraction``."""
+        self._faults[name] = ("reset", fraction)
+
     def corrupt(self, name: str) -> None:
         """Serve ``corrupted(data)`` instead of the real bytes."""
         self._faults[name] = ("corrupt", None)
@@ -117,11 +123,14 @@ class FileServer:
         req.send_header("Content-Type", "application/octet-stream")
         req.send_header("Content-Length", str(len(body)))
         req.end_headers()
-        if kind == "cut_off":
+        if kind in ("cut_off", "reset"):
             body = body[: int(len(body) * float(arg))]
             req.close_connection = True
         req.wfile.write(body)
         req.wfile.flush()
+        if kind == "reset":  # linger 0: close() sends RST instead of FIN
+            req.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            req.connection.close()
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ Everything is served from a loopback FileServer; no real dataset host is contact
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import socket
 from pathlib import Path
 
@@ -173,9 +175,10 @@ def test_cut_off_download_then_retry(tmp_path: Path) -> None:
     with FileServer(files) as server:
         spec = lsbg_spec(server, files)
         server.cut_off("X_data_1.npy", fraction=0.5)
-        with pytest.raises(BenchError, match=r"X_data_1\.npy.*interrupted after \d+ of \d+ bytes"):
+        with pytest.raises(BenchError, match=r"X_data_1\.npy.*interrupted after \d+ of \d+ bytes") as err:
             load_dataset("lsbg", spec, cache_dir=tmp_path)
-        assert cached_names(tmp_path) == ["y_labels.npy", "y_labels.npy.verified"]
+        assert not isinstance(err.value, DatasetUnavailable)
+        assert cached_names(tmp_path) == ["y_labels.npy"]
 
         server.clear("X_data_1.npy")
         samples = load_dataset("lsbg", spec, cache_dir=tmp_path)
@@ -475,3 +478,261 @@ def test_builtin_lsbg_source_verifies_the_real_label_file(tmp_path: Path) -> Non
     labels = [s.label for s in samples]
     assert (labels.count(0), labels.count(1)) == (236, 264)  # the paper's class balance
     assert [s.id for s in samples[:3]] == ["0", "1", "2"]
+
+
+# ------------------------------------------------- folder image modes (16-bit etc.)
+
+
+def _disc(lo: float, hi: float, *, size: int = 12, dtype: str = "float64") -> np.ndarray:
+    """A bright disc (value ``hi``) on a faint background (``lo``)."""
+    yy, xx = np.mgrid[:size, :size]
+    return np.where((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2, hi, lo).astype(dtype)
+
+
+def _round16(v: np.ndarray) -> np.ndarray:
+    """round(v * 255 / 65535) exactly (v / 257 is never halfway)."""
+    return ((v.astype(np.int64) * 2 + 257) // 514).astype(np.uint8)
+
+
+def _gray3(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _png16_rgb(rgb16: np.ndarray) -> bytes:
+    """A 16-bit-per-channel RGB PNG written by hand (Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w, _ = rgb16.shape
+    rows = b"".join(b"\0" + rgb16[y].astype(">u2").tobytes() for y in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def _load_one(tmp_path: Path, write) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Write one image (``write(path_without_suffix) -> path``) into class a; load it."""
+    root = tmp_path / "modes"
+    (root / "a").mkdir(parents=True)
+    path = write(root / "a" / "img")
+    _write_image(root / "b" / "other.png", (0, 0, 0))
+    samples = load_dataset("modes", {"format": "folder", "path": str(root)}, limit=1)
+    assert samples[0].id == f"a/{path.name}"
+    return samples[0].image
+
+
+def test_folder_16bit_grayscale_png_is_scaled_not_clipped_white(tmp_path: Path) -> None:
+    """A 16-bit survey cutout: faint sky (1000) and a bright galaxy (40000) with a ramp."""
+    v = _disc(1000, 40000, dtype="uint16")
+    v[0] = np.linspace(0, 65535, v.shape[1]).astype(np.uint16)  # a full-range ramp in row 0
+
+    def write(stem: Path) -> Path:
+        Image.fromarray(v).save(stem.with_suffix(".png"))  # mode I;16
+        return stem.with_suffix(".png")
+
+    image = _load_one(tmp_path, write)
+    assert (image == 255).mean() < 0.1, "16-bit pixels were clipped to white"
+    assert np.array_equal(image, _gray3(_round16(v)))
+    assert image[6, 6, 0] > image[2, 10, 0]  # the disc is still brighter than the sky
+
+
+def test_folder_16bit_rgb_png_keeps_its_structure(tmp_path: Path) -> None:
+    v = _disc(2000, 50000, dtype="uint16")
+    rgb16 = np.stack([v, v // 2, v // 4], axis=2)
+
+    def write(stem: Path) -> Path:
+        stem.with_suffix(".png").write_bytes(_png16_rgb(rgb16))
+        return stem.with_suffix(".png")
+
+    image = _load_one(tmp_path, write)
+    # Pillow reduces 16-bit RGB to its high byte; at most 1 below round(v / 257)
+    diff = _round16(rgb16).astype(int) - image.astype(int)
+    assert diff.min() >= 0 and diff.max() <= 1
+    assert image[6, 6, 0] > 150 and image[2, 10, 0] < 10
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "P+transparency", "RGB", "RGBA", "CMYK"])
+def test_folder_8bit_modes_keep_their_values(tmp_path: Path, mode: str) -> None:
+    rgb = np.zeros((12, 12, 3), np.uint8)
+    rgb[:] = (20, 30, 40)
+    rgb[3:9, 3:9] = (230, 200, 180)  # a bright square on a faint background
+
+    def write(stem: Path) -> Path:
+        im = Image.fromarray(rgb)
+        options: dict[str, object] = {}
+        if mode == "1":
+            im = im.convert("L").point(lambda x: 255 if x > 128 else 0).convert("1")
+        elif mode.startswith("P"):
+            im = im.convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+            if mode == "P+transparency":  # the background is transparent
+                options["transparency"] = im.getpixel((0, 0))
+        elif mode == "CMYK":
+            im = im.convert(mode)
+            options = {"quality": 100, "subsampling": 0}
+        elif mode != "RGB":
+            im = im.convert(mode)
+        suffix = ".jpg" if mode == "CMYK" else ".png"
+        im.save(stem.with_suffix(suffix), **options)
+        with Image.open(stem.with_suffix(suffix)) as back:
+            assert back.mode == mode.split("+")[0]
+        return stem.with_suffix(suffix)
+
+    image = _load_one(tmp_path, write)
+    assert image.shape == (12, 12, 3) and image.dtype == np.uint8
+    gray = rgb.astype(float) @ [0.299, 0.587, 0.114]
+    expected = {
+        "1": _gray3(np.where(gray > 128, 255, 0)),
+        "L": _gray3(np.floor(gray + 0.5)),
+        "LA": _gray3(np.floor(gray + 0.5)),
+    }.get(mode, rgb)  # alpha dropped: the stored colour values are kept
+    tol = 3 if mode == "CMYK" else (1 if mode in ("L", "LA") else 0)
+    assert np.abs(image.astype(int) - expected.astype(int)).max() <= tol
+
+
+def test_to_rgb8_16bit_modes_scale_by_the_full_range() -> None:
+    from benchmark.datasets import pil_to_rgb8
+
+    v = np.array([[0, 128, 129, 385, 1000], [32767, 40000, 65406, 65407, 65535]], np.uint16)
+    expected = _gray3(np.array([[0, 0, 1, 1, 4], [127, 156, 254, 255, 255]]))
+    assert np.array_equal(_round16(v), expected[..., 0])
+    for mode, raw in (("I;16", v.astype("<u2").tobytes()), ("I;16L", v.astype("<u2").tobytes()),
+                      ("I;16B", v.astype(">u2").tobytes())):
+        im = Image.frombytes(mode, (5, 2), raw)
+        assert np.array_equal(pil_to_rgb8(im, source="x.png"), expected), mode
+    im = Image.new("I", (5, 2))
+    im.putdata(v.ravel().tolist())
+    assert np.array_equal(pil_to_rgb8(im, source="x.png"), expected)
+
+
+def test_to_rgb8_32bit_and_float_modes_in_range_or_a_clear_error() -> None:
+    from benchmark.datasets import pil_to_rgb8
+
+    f = np.array([[0.0, 0.1, 0.5], [0.999, 1 / 255, 1.0]], np.float32)
+    im = Image.frombytes("F", (3, 2), f.tobytes())
+    assert np.array_equal(pil_to_rgb8(im, source="f.tif"),
+                          _gray3(np.floor(f.astype(np.float64) * 255 + 0.5)))
+    for bad, found in ((np.array([[0.0, 1.5]], np.float32), "[0.0, 1.5]"),
+                       (np.array([[-0.25, 0.5]], np.float32), "[-0.25, 0.5]"),
+                       (np.array([[np.nan, 0.5]], np.float32), "non-finite")):
+        with pytest.raises(BenchError) as err:
+            pil_to_rgb8(Image.frombytes("F", (2, 1), bad.tobytes()), source="dir/f.png")
+        msg = str(err.value)
+        assert msg.startswith("dir/f.png: ") and "mode 'F'" in msg and "[0, 1]" in msg and found in msg
+
+    big = Image.new("I", (2, 1))
+    big.putdata([5, 70000])
+    with pytest.raises(BenchError) as err:
+        pil_to_rgb8(big, source="dir/i.png")
+    msg = str(err.value)
+    assert msg.startswith("dir/i.png: ") and "mode 'I'" in msg and "0..65535" in msg and "70000" in msg
+
+    with pytest.raises(BenchError) as err:
+        pil_to_rgb8(Image.new("HSV", (2, 2)), source="dir/h.png")
+    msg = str(err.value)
+    assert msg.startswith("dir/h.png: ") and "found mode 'HSV'" in msg and "I;16" in msg and "RGBA" in msg
+
+
+def test_folder_unsupported_mode_names_the_file(tmp_path: Path) -> None:
+    def write(stem: Path) -> Path:
+        big = Image.new("I", (4, 4))
+        big.putdata([70000] * 16)
+        big.save(stem.with_suffix(".png"), format="TIFF")  # TIFF bytes under a .png name
+        return stem.with_suffix(".png")
+
+    with pytest.raises(BenchError) as err:
+        _load_one(tmp_path, write)
+    msg = str(err.value)
+    assert str(tmp_path / "modes" / "a" / "img.png") in msg and "mode 'I'" in msg
+    assert "found values in [70000, 70000]" in msg
+
+
+# ------------------------------------------- cached files are verified on every load
+
+
+def _edit_keeping_size_and_mtime(path: Path, offset: int) -> None:
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+def test_cached_file_edited_in_place_with_same_size_and_mtime_is_detected(tmp_path: Path) -> None:
+    files, images, _ = make_lsbg_files([2], seed=11)
+    with FileServer(files) as server:
+        spec = lsbg_spec(server, files)
+        assert np.array_equal(np.stack([s.image for s in load_dataset("lsbg", spec, cache_dir=tmp_path)]),
+                              images)
+        path = tmp_path / "lsbg" / "X_data_1.npy"
+        _edit_keeping_size_and_mtime(path, len(files["X_data_1.npy"]) - 10)  # one pixel
+        with pytest.raises(BenchError) as err:
+            load_dataset("lsbg", spec, cache_dir=tmp_path)
+        assert server.hits["X_data_1.npy"] == 1
+    msg = str(err.value)
+    assert not isinstance(err.value, DatasetUnavailable)
+    assert str(path) in msg and f"expected git-sha1:{git_sha1(files['X_data_1.npy'])}" in msg
+    assert f"found git-sha1:{git_sha1(path.read_bytes())}" in msg
+
+
+def test_edited_decompressed_hdf5_is_detected_and_redone_from_the_verified_gz(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import h5py
+
+    gz, images, labels = make_galaxy_mnist_gz(4, seed=12)
+    with FileServer() as server:
+        spec = galaxy_spec(server, gz)
+        load_dataset("galaxy-mnist", spec, cache_dir=tmp_path)
+    capsys.readouterr()
+    hdf5 = tmp_path / "galaxy-mnist" / "train_dataset.hdf5"
+    st = hdf5.stat()
+    with h5py.File(hdf5, "r+") as fh:  # relabel and brighten in place
+        fh["labels"][0] = (labels[0] + 1) % 4
+        fh["images"][1] = 255 - images[1]
+    os.utime(hdf5, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    samples = load_dataset("galaxy-mnist", spec, cache_dir=tmp_path)  # offline: server stopped
+    assert [s.label for s in samples] == labels.tolist()
+    assert np.array_equal(np.stack([s.image for s in samples]), images)
+    err = capsys.readouterr().err
+    assert str(hdf5) in err and "expected sha256:" in err and "found sha256:" in err
+    assert "decompressing it again" in err
+
+    capsys.readouterr()
+    load_dataset("galaxy-mnist", spec, cache_dir=tmp_path)
+    assert capsys.readouterr().err == ""  # repaired: no note the next time
+
+
+# ------------------------------------- broken downloads fail; only no network skips
+
+
+@pytest.mark.parametrize("fault", ["cut_off", "reset"])
+def test_broken_transfer_is_a_failure_not_a_skip(tmp_path: Path, fault: str) -> None:
+    files, _, _ = make_lsbg_files([40], seed=13)  # ~490 kB: the break is mid-body
+    size = len(files["X_data_1.npy"])
+    with FileServer(files) as server:
+        spec = lsbg_spec(server, files)
+        getattr(server, fault)("X_data_1.npy", 0.25)
+        with pytest.raises(BenchError) as err:
+            load_dataset("lsbg", spec, cache_dir=tmp_path)
+    msg = str(err.value)
+    assert not isinstance(err.value, DatasetUnavailable), msg
+    assert "X_data_1.npy" in msg and server.url("X_data_1.npy") in msg
+    assert re.search(rf"expected {size} bytes \(Content-Length\), found \d+", msg), msg
+    assert "python -m benchmark fetch" not in msg
+    assert not [n for n in cached_names(tmp_path) if "X_data_1" in n]
+
+
+def test_dns_failure_is_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_dns(*args: object, **kw: object) -> None:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    files, _, _ = make_lsbg_files([1])
+    spec = lsbg_spec(FileServer(), files)
+    for fname, entry in spec["files"].items():
+        entry["url"] = f"http://data.example.invalid/{fname}"
+    with pytest.raises(DatasetUnavailable, match=r"y_labels\.npy is not cached .*Name or service"):
+        load_dataset("lsbg", spec, cache_dir=tmp_path)

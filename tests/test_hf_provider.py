@@ -279,33 +279,40 @@ def test_leaderboard_keys_are_accepted(tiny_llava: Path) -> None:
     make(tiny_llava, label="LLaVA", prices={"input_per_mtok": 0.0})
 
 
-def test_session_records_then_replays_without_loading_weights(tiny_llava, tmp_path, monkeypatch):
-    """A GPU run replayed on a laptop: the response cache answers, the model never loads."""
+def toy_world(tmp_path: Path, n: int, *, seed: int, models: dict[str, Any]) -> dict[str, Any]:
+    """A two-class folder dataset of ``n`` random images, one prompt, and ``models``."""
     from PIL import Image
 
-    from benchmark.config import parse_config
-    from benchmark.session import BenchSession, plan_cases
-
-    rng = np.random.default_rng(5)
-    for i in range(6):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
         folder = tmp_path / "images" / ("a" if i % 2 else "b")
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     (tmp_path / "prompts").mkdir()
     (tmp_path / "prompts" / "paper.txt").write_text("Which category, 0 or 1?")
-    raw = {
-        "datasets": {"toy": {"format": "folder", "path": str(tmp_path / "images")}},
-        "tasks": {"toy": {"dataset": "toy", "classes": ["a", "b"], "prompts": ["paper"]}},
-        "models": {"tiny": {"provider": "transformers", "model": str(tiny_llava), "mode": "score",
-                            "batch_size": 4}},
-    }
+    return {"datasets": {"toy": {"format": "folder", "path": str(tmp_path / "images")}},
+            "tasks": {"toy": {"dataset": "toy", "classes": ["a", "b"], "prompts": ["paper"]}},
+            "models": models}
+
+
+def run_toy(raw: dict[str, Any], tmp_path: Path, mode: str, cassettes: str) -> Any:
+    from benchmark.config import parse_config
+    from benchmark.session import BenchSession, plan_cases
+
+    config = parse_config(raw, prompt_dirs={"toy": [tmp_path / "prompts"]})
+    bench = BenchSession(config, cassette_dir=tmp_path / cassettes, record_mode=mode,
+                         frozen_dir=tmp_path / "frozen", progress=False)
+    [case] = plan_cases(config)
+    return bench.run(case)
+
+
+def test_session_records_then_replays_without_loading_weights(tiny_llava, tmp_path, monkeypatch):
+    """A GPU run replayed on a laptop: the response cache answers, the model never loads."""
+    raw = toy_world(tmp_path, 6, seed=5, models={
+        "tiny": {"provider": "transformers", "model": str(tiny_llava), "mode": "score", "batch_size": 4}})
 
     def run(mode, cassettes="recordings-of-tiny-model"):
-        config = parse_config(raw, prompt_dirs={"toy": [tmp_path / "prompts"]})
-        bench = BenchSession(config, cassette_dir=tmp_path / cassettes, record_mode=mode,
-                             frozen_dir=tmp_path / "frozen", progress=False)
-        [case] = plan_cases(config)
-        return bench.run(case)
+        return run_toy(raw, tmp_path, mode, cassettes)
 
     recorded = run("once")
     assert (tmp_path / "recordings-of-tiny-model" / "toy+tiny+paper.jsonl").exists()
@@ -333,35 +340,16 @@ def test_session_records_then_replays_without_loading_weights(tiny_llava, tmp_pa
 
 # -- extraction (the paper's second step), recorded like every other answer --------------
 def test_extractor_answers_are_recorded_and_obey_record_modes(tiny_llava, tmp_path, monkeypatch):
-    from PIL import Image
-
-    from benchmark.config import parse_config
-    from benchmark.session import BenchSession, plan_cases
-
     monkeypatch.setitem(PROVIDERS, "stub", "tests.tiny_llava:StubExtractor")
     monkeypatch.setattr(StubExtractor, "calls", [])
-    rng = np.random.default_rng(7)
-    for i in range(4):
-        folder = tmp_path / "images" / ("a" if i % 2 else "b")
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    (tmp_path / "prompts").mkdir()
-    (tmp_path / "prompts" / "paper.txt").write_text("Which category, 0 or 1?")
-    raw = {
-        "datasets": {"toy": {"format": "folder", "path": str(tmp_path / "images")}},
-        "tasks": {"toy": {"dataset": "toy", "classes": ["a", "b"], "prompts": ["paper"]}},
-        "models": {"tiny": {"provider": "transformers", "model": str(tiny_llava), "mode": "generate",
-                            "max_new_tokens": 3, "batch_size": 2, "extract_with": "gpt"},
-                   "gpt": {"provider": "stub", "model": "gpt-4o", "enabled": False}},
-    }
+    raw = toy_world(tmp_path, 4, seed=7, models={
+        "tiny": {"provider": "transformers", "model": str(tiny_llava), "mode": "generate",
+                 "max_new_tokens": 3, "batch_size": 2, "extract_with": "gpt"},
+        "gpt": {"provider": "stub", "model": "gpt-4o", "enabled": False}})
     monkeypatch.setattr(StubExtractor, "answer", 1)
 
     def run(mode):
-        config = parse_config(raw, prompt_dirs={"toy": [tmp_path / "prompts"]})
-        bench = BenchSession(config, cassette_dir=tmp_path / "recordings-of-tiny-model", record_mode=mode,
-                             frozen_dir=tmp_path / "frozen", progress=False)
-        [case] = plan_cases(config)
-        return bench.run(case)
+        return run_toy(raw, tmp_path, mode, "recordings-of-tiny-model")
 
     first = run("once")
     sent = [r for call in StubExtractor.calls for r in call]

@@ -16,9 +16,10 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cassette_replay_benchmark_runs_and_checks_answers():
-    proc = run("tests/perf/bench_cassette_replay.py", "20")
+    proc = run("tests/perf/bench_cassette_replay.py", "20", "--scales", "30,60", "--rerecord", "20,40")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for row in ("floor: MockTransport from a dict", "astrobench cassette", "vcrpy defaults", "ours / floor"):
+    for row in ("floor: MockTransport from a dict", "ours: recording index", "vcrpy defaults", "floor / ours",
+                "ours at scale", "--record-mode all: 20 -> 40 answers"):
         assert row in proc.stdout
 
 

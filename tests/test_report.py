@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 import pytest
 
 from benchmark.compare import Baseline
+from benchmark.core import BenchError
 from benchmark.metrics import estimate_cost, merge_probs, roc_auc, row_normalised
 from benchmark.report import Report, results_from_document
 from benchmark.session import CaseResult
@@ -178,3 +179,58 @@ def test_mode_agreement_from_both_mode_predictions():
              {"generate_label": 0, "score_label": 1}, {"generate_label": 2, "score_label": 2}]
     assert _mode_agreement(preds) == 0.5
     assert _mode_agreement([{"parsed": 1}]) is None
+
+
+# -- class names are text, and the JSON survives a failed rendering ----------------
+NASTY = ["$\\alpha$ disk", "$x", "$\\foo$ bar", "$x^$", "cost $5 or $6"]
+
+
+def test_class_names_with_dollar_signs_are_shown_literally(monkeypatch):
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    figures = []
+    savefig = Figure.savefig
+
+    def capture(self, *args, **kw):
+        figures.append(self)
+        return savefig(self, *args, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    result = make_result("$odd$-case", "$odd$", "gpt-4o", NASTY, [0, 1, 2, 3, 4, 0], [0, 1, 2, 4, None, 3])
+    page = Report([result], prices=PRICES).html()  # mathtext would raise on "$\foo$" and "$x^$"
+    assert page.count("data:image/png;base64,") == 1
+    [fig] = figures
+    texts = [t for t in fig.findobj(Text) if "$" in t.get_text()]
+    shown = " ".join(t.get_text() for t in texts).replace("\n", " ")
+    assert all(name in shown for name in NASTY) and "$odd$-case" in shown
+    assert all(not t.get_parse_math() for t in texts)  # drawn as written, not as math
+
+
+def test_rendering_failure_keeps_the_json_and_the_other_outputs(tmp_path, monkeypatch):
+    rep = Report(small_results(), prices=PRICES)
+    paths = {"json_path": tmp_path / "out" / "results.json", "md_path": tmp_path / "out" / "board.md",
+             "html_path": tmp_path / "out" / "board.html"}
+
+    def boom(*args, **kw):
+        raise RuntimeError("renderer exploded")
+
+    monkeypatch.setattr(Report, "html", boom)
+    with pytest.raises(BenchError) as err:
+        rep.write(**paths)
+    msg = str(err.value)
+    assert str(paths["html_path"]) in msg and "renderer exploded" in msg
+    assert str(paths["json_path"]) in msg  # says where the results are safe
+    assert json.loads(paths["json_path"].read_text()) == json.loads(json.dumps(rep.document()))
+    assert paths["md_path"].read_text().startswith("## Measured")
+    assert not paths["html_path"].exists()
+
+    monkeypatch.undo()
+    for p in paths.values():
+        p.unlink(missing_ok=True)
+    monkeypatch.setattr(Report, "markdown", boom)
+    with pytest.raises(BenchError, match=r"board\.md.*renderer exploded"):
+        rep.write(**paths)
+    assert json.loads(paths["json_path"].read_text())["cases"]
+    assert paths["html_path"].read_text().startswith("<!doctype html>")  # still written
+    assert not paths["md_path"].exists()

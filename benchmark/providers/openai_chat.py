@@ -71,21 +71,30 @@ class OpenAIChatProvider:
 
     def __init__(self, *, name: str, model: str, settings: dict[str, Any], api_key: str | None,
                  http_client: Any = None) -> None:
-        import openai
-
         self.has_key = bool(api_key)
+        self._api_key = api_key
+        self._http_client = http_client
         self._scrubber = Scrubber([api_key])
         self.malformed_backoff_s = 0.5  # first wait before asking again after a malformed 200
         self.name = name
         self.model = model
         self.settings = settings
-        self._client = openai.OpenAI(
-            api_key=api_key or "no-key:replay-only",
-            base_url=settings["base_url"],
-            max_retries=settings["max_retries"],
-            timeout=float(settings["timeout_s"]),
-            http_client=http_client,
-        )
+        self._client_obj: Any = None
+
+    @property
+    def _client(self) -> Any:
+        """The openai client, built on the first live call (replay never needs one)."""
+        if self._client_obj is None:
+            import openai
+
+            self._client_obj = openai.OpenAI(
+                api_key=self._api_key or "no-key:replay-only",
+                base_url=self.settings["base_url"],
+                max_retries=self.settings["max_retries"],
+                timeout=float(self.settings["timeout_s"]),
+                http_client=self._http_client,
+            )
+        return self._client_obj
 
     @classmethod
     def from_config(cls, model: Any, *, bench: Any = None, api_key: str | None = None,
@@ -206,4 +215,5 @@ class OpenAIChatProvider:
         return answers
 
     def close(self) -> None:
-        self._client.close()
+        if self._client_obj is not None:
+            self._client_obj.close()
