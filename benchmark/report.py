@@ -24,23 +24,24 @@ from benchmark.leaderboard import fmt_num as _f
 from benchmark.metrics import estimate_cost, roc_auc, row_normalised
 from benchmark.core import BenchError, write_atomic
 
-CI_NOTE = "accuracy counts unparseable answers as wrong; 95% CI: Wilson score interval"
+CI_NOTE = "accuracy counts unparseable answers and refusals as wrong; 95% CI: Wilson score interval"
 FULL_HEADERS = ["task", "model", "prompt", "n", "accuracy", "95% CI", "macro-F1", "ROC-AUC",
-                "unparseable", "tokens in", "tokens out", "cost USD", "wall s", "img/s", "cached",
+                "unparseable", "refused", "tokens in", "tokens out", "cost USD", "wall s", "img/s", "cached",
                 "threshold", "result"]
 COLUMN_HELP = {
     "n": "samples scored",
-    "accuracy": "correct / n (unparseable = wrong)",
+    "accuracy": "correct / n (unparseable and refused = wrong)",
     "95% CI": "Wilson score interval on accuracy",
     "macro-F1": "unweighted mean of per-class F1",
     "ROC-AUC": "from class probabilities (one-vs-rest macro for >2 classes); - when the model gives none",
     "unparseable": "answers the parser could not map to a class",
+    "refused": "answers in which the model declined to classify (an API refusal)",
     "tokens in": "prompt tokens, summed over the case",
     "tokens out": "completion tokens, summed over the case",
     "cost USD": "tokens x models.<name>.prices (per million tokens); - without prices",
     "wall s": "wall time to get the answers (cached answers take ~0 s)",
     "img/s": "n / wall s",
-    "cached": "answers served from the response cache, not the model",
+    "cached": "answers replayed from the case's recording, not asked live",
     "threshold": "minimum accuracy from [thresholds]",
     "result": "pass / FAIL against the threshold; - when none is set",
 }
@@ -99,7 +100,7 @@ class Report:
         for r in self.results:
             s, x = r.scores, self.summary(r)
             row = [r.task, r.model, r.prompt, str(s.n), _f(s.accuracy), f"{s.ci_low:.3f}-{s.ci_high:.3f}",
-                   _f(s.macro_f1), _f(x["roc_auc"]), str(s.unparseable),
+                   _f(s.macro_f1), _f(x["roc_auc"]), str(s.unparseable), str(s.refused),
                    "-" if x["prompt_tokens"] is None else str(x["prompt_tokens"]),
                    "-" if x["completion_tokens"] is None else str(x["completion_tokens"]),
                    _f(x["cost_usd"], 4), _f(r.wall_s, 2), _f(x["images_per_s"], 1), str(x["cached"]),
@@ -136,7 +137,7 @@ class Report:
             s, x = r.scores, self.summary(r)
             out += ["", f"{r.case_id}  (task {r.task}, model {r.model} = {r.model_id}, prompt {r.prompt})",
                     f"  accuracy {s.accuracy:.3f} (95% CI Wilson {s.ci_low:.3f}-{s.ci_high:.3f}), "
-                    f"macro-F1 {s.macro_f1:.3f}, ROC-AUC {_f(x['roc_auc'])}, unparseable {s.unparseable} of {s.n}"]
+                    f"macro-F1 {s.macro_f1:.3f}, ROC-AUC {_f(x['roc_auc'])}, unparseable {s.unparseable}, refused {s.refused} of {s.n}"]
             for m in x["merged_accuracy"]:
                 out.append(f"  merged classes ({m['task']}): accuracy {m['accuracy']:.3f}")
             if x["mode_agreement"] is not None:

@@ -656,13 +656,16 @@ def test_failed_requests_are_not_recorded_and_a_rerun_retries_only_them(tmp_path
     assert result.scores.n == 6
 
 
-def test_no_thread_leaks_after_a_run(tmp_path, monkeypatch):
+def test_no_request_thread_outlives_its_case(tmp_path, monkeypatch):
+    """After a case, even one stopped by an error, no request of it is still running."""
     monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
-    before = threading.active_count()
-    with OpenAIStub() as stub:
-        raw = folder_world(tmp_path, stub, 4)
-        bench = session(raw, tmp_path, "once")
-        run_case(bench)
-        bench.close()
-    time.sleep(0.2)
-    assert threading.active_count() <= before + 1
+    with OpenAIStub(delay_s=0.05) as stub:
+        raw = folder_world(tmp_path, stub, 12)
+        raw["models"]["stub"].update(concurrency=4)
+        stub.odd_next(1, "401-echo")
+        with pytest.raises(BenchError, match="401"):
+            run_case(session(raw, tmp_path, "once"))
+        asked = len(stub.requests)
+        assert not [t for t in threading.enumerate() if t.name.startswith("astrobench-stub")]
+        time.sleep(0.2)
+        assert len(stub.requests) == asked <= 4  # nothing asked after the case ended
