@@ -3,6 +3,7 @@ them (sharing datasets, providers and predictions), collect results."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from contextlib import nullcontext
@@ -15,6 +16,7 @@ from benchmark.metrics import Scores, merge_predictions, merge_probs, score
 from benchmark.parsing import parse_answer
 from benchmark.core import Answer, BenchError, Request, Sample
 from benchmark.extraction import apply_extraction, extraction_requests
+from benchmark.frozen import samples_digest
 from benchmark.recording import RECORD_MODES, Scrubber
 
 CASSETTES_ENV = "ASTROBENCH_CASSETTE_DIR"
@@ -95,7 +97,9 @@ class CaseResult:
     wall_s: float
     usage: dict[str, int] = field(default_factory=dict)
     derived_from: str | None = None
-    cached: int = 0  # answers replayed from a cassette or response cache, not asked live
+    cached: int = 0  # answers replayed from the case's recording, not asked live
+    prompt_sha256: str = ""  # of the prompt text sent
+    sample_sha256: str = ""  # over the sample's (id, label, image sha256), in order
 
     @property
     def passed(self) -> bool | None:
@@ -126,6 +130,8 @@ class CaseResult:
             "wall_s": self.wall_s,
             "usage": self.usage,
             "cached": self.cached,
+            "prompt_sha256": self.prompt_sha256,
+            "sample_sha256": self.sample_sha256,
             "metrics": self.scores.to_json(),
             "predictions": self.predictions,
         }
@@ -142,6 +148,8 @@ class CaseResult:
             predictions=list(data["predictions"]), wall_s=float(data["wall_s"]),
             usage=dict(data.get("usage") or {}), derived_from=data.get("derived_from"),
             cached=int(data.get("cached") or 0),
+            prompt_sha256=str(data.get("prompt_sha256") or ""),
+            sample_sha256=str(data.get("sample_sha256") or ""),
         )
 
 
@@ -370,6 +378,9 @@ class BenchSession:
             usage=usage,
             derived_from=task.derived_from,
             cached=sum(1 for a in preds.answers.values() if a.meta.get("cached")),
+            prompt_sha256=hashlib.sha256(base.prompt_text(case.prompt).encode()).hexdigest(),
+            sample_sha256=samples_digest([s.id for s in preds.samples], [s.label for s in preds.samples],
+                                         [s.sha256 for s in preds.samples]),
         )
         self.results.append(result)
         return result
