@@ -37,7 +37,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "Record and replay with pytest-recording's --record-mode "
                          "(none by default: replay only)")
     group.addoption("--no-progress", action="store_true", default=False,
-                    help="hide the per-case progress bars")
+                    help="hide the per-case progress (done/total, img/s, ETA, live vs replayed)")
     group.addoption("--leaderboard-detail", action="store_true", default=False,
                     help="also print, per case: per-class P/R/F1, confusion matrix (counts and "
                          "row-normalised), ROC-AUC, tokens, cost, wall time and throughput")
@@ -111,12 +111,42 @@ def _bench(config: pytest.Config):
                 cassette_dir=Path(opt.cassette_dir) if opt.cassette_dir else None,
                 record_mode=None if getattr(opt, "disable_recording", False)
                 else (getattr(opt, "record_mode", None) or "none"),
-                progress=not opt.no_progress,
+                progress=False,  # set by bench_run, once the terminal reporter exists
             )
         except BenchError as exc:
             raise pytest.UsageError(str(exc)) from None
         config.stash[_SESSION] = bench
     return config.stash[_SESSION]
+
+
+def _progress(config: pytest.Config):
+    """Live per-case progress through the terminal reporter, capture suspended (as pytest-benchmark
+    prints); None with --no-progress and in xdist workers (their output is not shown)."""
+    from contextlib import nullcontext
+
+    from benchmark.progress import Progress
+
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if config.option.no_progress or hasattr(config, "workerinput") or reporter is None:
+        return None
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    drawing = False
+
+    def write(text: str, redraw: bool) -> None:
+        nonlocal drawing
+        with capman.global_and_fixture_disabled() if capman is not None else nullcontext():
+            if not drawing:
+                reporter.ensure_newline()  # never draw over pytest's own line
+            if redraw:
+                reporter.rewrite(text, erase=True)
+                drawing = True
+            elif text:
+                reporter.write_line(text)
+            else:
+                reporter.line("")
+                drawing = False
+
+    return Progress(write, tty=reporter.isatty)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -153,6 +183,8 @@ def bench_run(bench, request: pytest.FixtureRequest):
     from benchmark.session import CASSETTES_ENV
 
     config = request.config
+    if bench.progress is None:
+        bench.progress = _progress(config)
     if config.pluginmanager.hasplugin("recording"):
         if not config.option.cassette_dir and not os.environ.get(CASSETTES_ENV):
             bench.cassette_dir = Path(request.getfixturevalue("vcr_cassette_dir"))
@@ -161,12 +193,15 @@ def bench_run(bench, request: pytest.FixtureRequest):
         bench.vcr_configure = lambda vcr: config.hook.pytest_recording_configure(config=config, vcr=vcr)
 
     def run(case):
+        problem = None
         try:
             result = bench.run(case)
         except DatasetUnavailable as exc:
             pytest.skip(str(exc))
         except BenchError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            problem = str(exc)
+        if problem is not None:  # outside the except: the message is printed once, not chained
+            pytest.fail(problem, pytrace=False)
         baseline = config.stash.get(_BASELINE, None)
         if baseline is not None and config.option.fail_on_regression:
             comparison = baseline.compare(result, alpha=config.option.regression_alpha)

@@ -17,6 +17,7 @@ from benchmark.parsing import parse_answer
 from benchmark.core import Answer, BenchError, Request, Sample
 from benchmark.extraction import apply_extraction, extraction_requests
 from benchmark.frozen import samples_digest
+from benchmark.progress import Progress
 from benchmark.recording import RECORD_MODES, Scrubber
 
 CASSETTES_ENV = "ASTROBENCH_CASSETTE_DIR"
@@ -178,7 +179,7 @@ class BenchSession:
         cassette_dir: Path | None = None,
         record_mode: str | None = "none",
         frozen_dir: Path | None = None,
-        progress: bool = True,
+        progress: bool | Progress = True,
         command_hint: str = "pytest cases",
     ) -> None:
         from benchmark.frozen import frozen_dir as default_frozen_dir
@@ -194,7 +195,7 @@ class BenchSession:
         self.cassette_dir = cassette_dir or (Path(env_dir) if env_dir else DEFAULT_CASSETTES)
         self.record_mode = record_mode
         self.frozen_dir = frozen_dir or default_frozen_dir()
-        self.progress = progress
+        self.progress: Progress | None = (Progress() if progress is True else progress or None)
         self.command_hint = command_hint
         self.vcr_config: dict[str, Any] = {}
         self.vcr_configure: Any = None  # pytest-recording's pytest_recording_configure(vcr), if any
@@ -280,25 +281,25 @@ class BenchSession:
         text = task.prompt_text(prompt)
         requests = [Request(s.id, text, s.image, task.n_classes, s.sha256) for s in samples]
         provider = self.provider(model)
-        progress = f"{task.name}/{model.name}" if self.progress else None
+        label = f"{task.name}/{model.name}" + ("" if prompt == (model.prompts or task.prompts)[0] else f"/{prompt}")
         command = self._record_command(task, model, prompt)
         recording = (nullcontext(None) if self.record_mode is None else
                      Recording(self.recording_path(task, model, prompt), mode=self.record_mode,
                                scrub=self.scrub, resolve_hint=command))
         start = time.perf_counter()
         with recording as rec:
-            def ask(source: Any, source_model: ModelConfig, asks: list[Request], label: str | None):
-                return answer_requests(source, asks, recording=rec, progress=label, vcr_config=self.vcr_config,
+            def ask(source: Any, source_model: ModelConfig, asks: list[Request], label: str):
+                return answer_requests(source, asks, recording=rec, progress=self.progress, label=label,
+                                       vcr_config=self.vcr_config,
                                        vcr_configure=self.vcr_configure,
                                        need_live=lambda n: self._need_live(source, source_model))
 
-            answers = ask(provider, model, requests, progress)
+            answers = ask(provider, model, requests, label)
             extract_with = model.settings.get("extract_with") if model.provider == "transformers" else None
             if extract_with:
                 ext_model = self.config.models[extract_with]
                 asks = extraction_requests([r for r in requests if answers[r.sample_id].error is None], answers)
-                extracted = ask(self.provider(ext_model), ext_model, asks,
-                                progress and f"{progress} extract ({extract_with})")
+                extracted = ask(self.provider(ext_model), ext_model, asks, f"{label} extract ({extract_with})")
                 for r in asks:
                     apply_extraction(answers[r.sample_id], extracted[r.sample_id], task.n_classes,
                                      extractor=extract_with)

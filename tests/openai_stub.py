@@ -121,6 +121,7 @@ class OpenAIStub:
         auth = h.headers.get("Authorization", "")
         if kind in ("not-json", "html"):
             data = b"<html>upstream proxy says hello</html>" if kind == "html" else b"not json at all {"
+            self._landed(h)
             h.send_response(200)
             h.send_header("Content-Type", "text/html" if kind == "html" else "application/json")
             h.send_header("Content-Length", str(len(data)))
@@ -145,6 +146,7 @@ class OpenAIStub:
               extra: dict[str, str] | None = None) -> None:
         """Send JSON ``body`` with ``status`` and extra headers."""
         data = json.dumps(body).encode()
+        self._landed(h)
         h.send_response(status)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(data)))
@@ -154,6 +156,7 @@ class OpenAIStub:
         h.wfile.write(data)
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        h._astrobench_landed = False  # type: ignore[attr-defined]
         length = int(h.headers.get("Content-Length", 0))
         body = json.loads(h.rfile.read(length))
         with self._lock:
@@ -201,5 +204,13 @@ class OpenAIStub:
                 "usage": {"prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105},
             })
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            self._landed(h)
+
+    def _landed(self, h: BaseHTTPRequestHandler) -> None:
+        """A request stops counting as in flight once its answer starts (the client may
+        send the next one as soon as it has read it)."""
+        if getattr(h, "_astrobench_landed", False):
+            return
+        h._astrobench_landed = True  # type: ignore[attr-defined]
+        with self._lock:
+            self._in_flight -= 1

@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from benchmark.core import Answer, BenchError, Request
+from benchmark.progress import Progress
 from benchmark.recording.keys import canonical_json, content_key
 from benchmark.recording.recording import Recording
 
@@ -32,7 +33,8 @@ def answer_requests(
     requests: Sequence[Request],
     *,
     recording: Recording | None = None,
-    progress: str | None = None,
+    progress: Progress | None = None,
+    label: str = "",
     vcr_config: dict[str, Any] | None = None,
     vcr_configure: Callable[[Any], None] | None = None,
     need_live: Callable[[int], None] | None = None,
@@ -41,7 +43,7 @@ def answer_requests(
 
     ``need_live(n)`` is called before the first of ``n`` live calls (e.g. to
     check the API key), after everything recorded was served and before
-    anything is written.
+    anything is written. ``progress`` shows the live part under ``label``.
     """
     counts = Counter(r.sample_id for r in requests)
     if len(counts) != len(requests):
@@ -72,13 +74,8 @@ def answer_requests(
     if need_live is not None:
         need_live(len(missing))
 
-    bar = None
     if progress is not None:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(requests), initial=len(answers), desc=progress, unit="img",
-                   file=sys.stderr, leave=False, dynamic_ncols=True)
-        bar.set_postfix(replayed=len(answers), live=0)
+        progress.start(label or source.name, len(requests), replayed=len(answers))
     tap = None
     if recording is not None and getattr(source, "http", False):
         from benchmark.recording.http import HttpTap
@@ -105,16 +102,15 @@ def answer_requests(
             answers[r.sample_id] = answer if r.sample_id == answer.sample_id else replace(
                 answer, sample_id=r.sample_id, meta=dict(answer.meta))
         live += len(group)
-        if bar is not None:
-            bar.update(len(group))
-            bar.set_postfix(replayed=len(answers) - live, live=live)
+        if progress is not None:
+            progress.advance(len(group))
 
     try:
         with tap if tap is not None else nullcontext():
             source.classify([rs[0] for rs in missing.values()], on_answer=on_answer)
     finally:
-        if bar is not None:
-            bar.close()
+        if progress is not None:
+            progress.close()
     lost = [rs[0].sample_id for rs in missing.values() if rs[0].sample_id not in answers]
     if lost:
         raise BenchError(f"{source.name}: no answer for {len(lost)} samples, e.g. {lost[:5]}")
