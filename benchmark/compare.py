@@ -118,7 +118,7 @@ def compare_predictions(
 
 
 class Baseline:
-    """A previous ``--results`` JSON, indexed by case id."""
+    """A previous ``--bench-results`` JSON, indexed by case id."""
 
     def __init__(self, path: Path | str, cases: dict[str, list[dict[str, Any]]]) -> None:
         self.path = Path(path)
@@ -126,11 +126,11 @@ class Baseline:
 
     @classmethod
     def load(cls, path: Path | str) -> Baseline:
-        where = f"--baseline {path}"
+        where = f"--bench-baseline {path}"
         try:
             doc = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise BenchError(f"{where}: file not found; expected a previous --results JSON") from None
+            raise BenchError(f"{where}: file not found; expected a previous --bench-results JSON") from None
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise BenchError(f"{where}: expected a results JSON, found unreadable/invalid JSON ({exc})") from None
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:

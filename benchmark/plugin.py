@@ -19,38 +19,38 @@ _WRITE_ERROR = pytest.StashKey[str]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("astrobench", "astronomical VLM benchmark")
-    group.addoption("--task", action="append", default=[], metavar="NAME",
+    group.addoption("--bench-task", action="append", default=[], metavar="NAME",
                     help="run only this task (repeatable)")
-    group.addoption("--model", action="append", default=[], metavar="NAME",
+    group.addoption("--bench-model", action="append", default=[], metavar="NAME",
                     help="run only this model, even if disabled in config (repeatable)")
-    group.addoption("--prompt", action="append", default=[], metavar="VARIANT",
+    group.addoption("--bench-prompt", action="append", default=[], metavar="VARIANT",
                     help="run only this prompt variant (repeatable)")
-    group.addoption("--limit", type=int, default=None, metavar="N",
+    group.addoption("--bench-limit", type=int, default=None, metavar="N",
                     help="use the first N samples of each task")
     group.addoption("--bench-config", default=None, metavar="PATH",
                     help="TOML merged over cases/bench.toml (default: $ASTROBENCH_CONFIG)")
-    group.addoption("--results", default=None, metavar="PATH",
+    group.addoption("--bench-results", default=None, metavar="PATH",
                     help="write results with per-sample predictions as JSON")
-    group.addoption("--cassette-dir", default=None, metavar="DIR",
+    group.addoption("--bench-cassette-dir", default=None, metavar="DIR",
                     help="where recorded answers live, one file per case (default: "
                          "$ASTROBENCH_CASSETTE_DIR, else the vcr_cassette_dir fixture). "
                          "Record and replay with pytest-recording's --record-mode "
                          "(none by default: replay only)")
-    group.addoption("--no-progress", action="store_true", default=False,
+    group.addoption("--bench-no-progress", action="store_true", default=False,
                     help="hide the per-case progress (done/total, img/s, ETA, live vs replayed)")
-    group.addoption("--leaderboard-detail", action="store_true", default=False,
+    group.addoption("--bench-detail", action="store_true", default=False,
                     help="also print, per case: per-class P/R/F1, confusion matrix (counts and "
                          "row-normalised), ROC-AUC, tokens, cost, wall time and throughput")
-    group.addoption("--leaderboard-md", default=None, metavar="PATH",
+    group.addoption("--bench-md", default=None, metavar="PATH",
                     help="write the leaderboard as GitHub-flavoured Markdown")
-    group.addoption("--leaderboard-html", default=None, metavar="PATH",
+    group.addoption("--bench-html", default=None, metavar="PATH",
                     help="write a self-contained HTML leaderboard with confusion-matrix heatmaps")
-    group.addoption("--baseline", default=None, metavar="PATH",
-                    help="compare each case with the same case in this earlier --results JSON "
+    group.addoption("--bench-baseline", default=None, metavar="PATH",
+                    help="compare each case with the same case in this earlier --bench-results JSON "
                          "(shared sample ids, exact McNemar test)")
-    group.addoption("--fail-on-regression", action="store_true", default=False,
-                    help="fail a case whose accuracy dropped against --baseline with p < --regression-alpha")
-    group.addoption("--regression-alpha", type=float, default=0.05, metavar="P",
+    group.addoption("--bench-fail-on-regression", action="store_true", default=False,
+                    help="fail a case whose accuracy dropped against --bench-baseline with p < --bench-alpha")
+    group.addoption("--bench-alpha", type=float, default=0.05, metavar="P",
                     help="significance level of the regression gate (default 0.05)")
 
 
@@ -60,7 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _load_baseline(config)
     if not config.pluginmanager.hasplugin("xdist"):
         config.addinivalue_line("markers", "xdist_group(name): cases sharing model calls (pytest-xdist)")
-    if opt.task or opt.model or opt.prompt or opt.bench_config or opt.limit is not None:
+    if opt.bench_task or opt.bench_model or opt.bench_prompt or opt.bench_config or opt.bench_limit is not None:
         _cases(config)  # asked for the benchmark: check the selection up front
 
 
@@ -68,13 +68,13 @@ def _load_baseline(config: pytest.Config) -> None:
     from benchmark.compare import Baseline
 
     opt = config.option
-    if not 0 < opt.regression_alpha < 1:
-        raise pytest.UsageError(f"expected --regression-alpha in (0, 1), found {opt.regression_alpha}")
-    if opt.fail_on_regression and not opt.baseline:
-        raise pytest.UsageError("--fail-on-regression expects --baseline PATH, found no --baseline")
-    if opt.baseline:
+    if not 0 < opt.bench_alpha < 1:
+        raise pytest.UsageError(f"expected --bench-alpha in (0, 1), found {opt.bench_alpha}")
+    if opt.bench_fail_on_regression and not opt.bench_baseline:
+        raise pytest.UsageError("--bench-fail-on-regression expects --bench-baseline PATH, found no --bench-baseline")
+    if opt.bench_baseline:
         try:
-            config.stash[_BASELINE] = Baseline.load(opt.baseline)
+            config.stash[_BASELINE] = Baseline.load(opt.bench_baseline)
         except BenchError as exc:
             raise pytest.UsageError(str(exc)) from None
 
@@ -83,7 +83,7 @@ def _report(config: pytest.Config, bench):
     from benchmark.report import Report
 
     return Report.build(bench.results, config=bench.config, baseline=config.stash.get(_BASELINE, None),
-                        alpha=config.option.regression_alpha)
+                        alpha=config.option.bench_alpha)
 
 
 def _cases(config: pytest.Config) -> list:
@@ -92,7 +92,7 @@ def _cases(config: pytest.Config) -> list:
     bench = _bench(config)
     opt = config.option
     try:
-        return plan_cases(bench.config, tasks=opt.task, models=opt.model, prompts=opt.prompt)
+        return plan_cases(bench.config, tasks=opt.bench_task, models=opt.bench_model, prompts=opt.bench_prompt)
     except BenchError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -107,8 +107,8 @@ def _bench(config: pytest.Config):
         try:
             bench = BenchSession(
                 load_config(opt.bench_config),
-                limit=opt.limit,
-                cassette_dir=Path(opt.cassette_dir) if opt.cassette_dir else None,
+                limit=opt.bench_limit,
+                cassette_dir=Path(opt.bench_cassette_dir) if opt.bench_cassette_dir else None,
                 record_mode=None if getattr(opt, "disable_recording", False)
                 else (getattr(opt, "record_mode", None) or "none"),
                 progress=False,  # set by bench_run, once the terminal reporter exists
@@ -121,13 +121,13 @@ def _bench(config: pytest.Config):
 
 def _progress(config: pytest.Config):
     """Live per-case progress through the terminal reporter, capture suspended (as pytest-benchmark
-    prints); None with --no-progress and in xdist workers (their output is not shown)."""
+    prints); None with --bench-no-progress and in xdist workers (their output is not shown)."""
     from contextlib import nullcontext
 
     from benchmark.progress import Progress
 
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if config.option.no_progress or hasattr(config, "workerinput") or reporter is None:
+    if config.option.bench_no_progress or hasattr(config, "workerinput") or reporter is None:
         return None
     capman = config.pluginmanager.get_plugin("capturemanager")
     drawing = False
@@ -172,11 +172,11 @@ def bench(request: pytest.FixtureRequest):
 @pytest.fixture
 def bench_run(bench, request: pytest.FixtureRequest):
     """Run a case; skip it (with the reason) if its data cannot be had offline;
-    fail it on a significant regression against ``--baseline`` with ``--fail-on-regression``.
+    fail it on a significant regression against ``--bench-baseline`` with ``--bench-fail-on-regression``.
 
     pytest-recording conventions apply: the ``vcr_config`` fixture's options
     reach the cassettes, and the ``vcr_cassette_dir`` fixture places them
-    unless ``--cassette-dir`` or ``$ASTROBENCH_CASSETTE_DIR`` says otherwise.
+    unless ``--bench-cassette-dir`` or ``$ASTROBENCH_CASSETTE_DIR`` says otherwise.
     """
     import os
 
@@ -186,7 +186,7 @@ def bench_run(bench, request: pytest.FixtureRequest):
     if bench.progress is None:
         bench.progress = _progress(config)
     if config.pluginmanager.hasplugin("recording"):
-        if not config.option.cassette_dir and not os.environ.get(CASSETTES_ENV):
+        if not config.option.bench_cassette_dir and not os.environ.get(CASSETTES_ENV):
             bench.cassette_dir = Path(request.getfixturevalue("vcr_cassette_dir"))
         bench.vcr_config = dict(request.getfixturevalue("vcr_config"))
         # pytest-recording's public hook: users' pytest_recording_configure(config, vcr) sees our VCR too
@@ -203,8 +203,8 @@ def bench_run(bench, request: pytest.FixtureRequest):
         if problem is not None:  # outside the except: the message is printed once, not chained
             pytest.fail(problem, pytrace=False)
         baseline = config.stash.get(_BASELINE, None)
-        if baseline is not None and config.option.fail_on_regression:
-            comparison = baseline.compare(result, alpha=config.option.regression_alpha)
+        if baseline is not None and config.option.bench_fail_on_regression:
+            comparison = baseline.compare(result, alpha=config.option.bench_alpha)
             if comparison.regression:
                 pytest.fail(f"{comparison.describe()}\n{result.describe()}", pytrace=False)
         return result
@@ -225,13 +225,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     report = _report(config, bench)
     if report.comparisons is not None:
         terminalreporter.write_line("")
-        terminalreporter.write_line(render_comparison(report.comparisons, opt.baseline))
-    if opt.leaderboard_detail:
+        terminalreporter.write_line(render_comparison(report.comparisons, opt.bench_baseline))
+    if opt.bench_detail:
         terminalreporter.write_sep("-", "astrobench detail")
         terminalreporter.write_line(report.detail())
     problem = config.stash.get(_WRITE_ERROR, None)
-    for what, path in (("results", opt.results), ("Markdown", opt.leaderboard_md),
-                       ("HTML", opt.leaderboard_html)):
+    for what, path in (("results", opt.bench_results), ("Markdown", opt.bench_md),
+                       ("HTML", opt.bench_html)):
         if path and not (problem and str(path) in problem):
             terminalreporter.write_line(f"{what} written to {path}")
     if problem:
@@ -250,8 +250,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if bench.results:
         try:
             _report(session.config, bench).write(
-                json_path=opt.results and Path(opt.results), md_path=opt.leaderboard_md and Path(opt.leaderboard_md),
-                html_path=opt.leaderboard_html and Path(opt.leaderboard_html), sources=bench.config.sources)
+                json_path=opt.bench_results and Path(opt.bench_results), md_path=opt.bench_md and Path(opt.bench_md),
+                html_path=opt.bench_html and Path(opt.bench_html), sources=bench.config.sources)
         except BenchError as exc:  # the JSON is written first; a failed report fails the run, visibly
             session.config.stash[_WRITE_ERROR] = str(exc)
             session.exitstatus = pytest.ExitCode.TESTS_FAILED

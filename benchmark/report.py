@@ -257,7 +257,7 @@ def confusion_png(classes: Sequence[str], confusion: Sequence[Sequence[int]],
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise BenchError("--leaderboard-html expects matplotlib for the confusion-matrix heatmaps, found none; "
+        raise BenchError("--bench-html expects matplotlib for the confusion-matrix heatmaps, found none; "
                          "pip install matplotlib") from None
 
     unp = list(unparseable_by_class or [0] * len(classes))

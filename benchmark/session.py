@@ -185,7 +185,7 @@ class BenchSession:
         from benchmark.frozen import frozen_dir as default_frozen_dir
 
         if limit is not None and limit < 1:
-            raise BenchError(f"expected --limit >= 1, found {limit}")
+            raise BenchError(f"expected --bench-limit >= 1, found {limit}")
         if record_mode is not None and record_mode not in RECORD_MODES:
             raise BenchError(f"expected --record-mode in {RECORD_MODES}, found {record_mode!r}")
         self.config = config
@@ -208,7 +208,7 @@ class BenchSession:
 
     # -- data ---------------------------------------------------------------
     def samples(self, task: TaskConfig) -> list[Sample]:
-        """The task's sample (first ``sample_size``, cut to ``--limit``).
+        """The task's sample (first ``sample_size``, cut to ``--bench-limit``).
 
         A frozen sample in ``fixtures/samples/<dataset>.npz`` is used when it
         holds enough images; otherwise the dataset is loaded (and downloaded).
@@ -253,11 +253,11 @@ class BenchSession:
 
     def _record_command(self, task: TaskConfig, model: ModelConfig, prompt: str) -> str:
         """The command that records this case (without --record-mode)."""
-        parts = [self.command_hint, f"--task {task.name}", f"--model {model.name}"]
+        parts = [self.command_hint, f"--bench-task {task.name}", f"--bench-model {model.name}"]
         if prompt not in (model.prompts or task.prompts)[:1]:
-            parts.append(f"--prompt {prompt}")
+            parts.append(f"--bench-prompt {prompt}")
         if self.limit is not None:
-            parts.append(f"--limit {self.limit}")
+            parts.append(f"--bench-limit {self.limit}")
         for src in self.config.sources[1:]:
             parts.append(f"--bench-config {src}")
         return " ".join(parts)

@@ -103,7 +103,7 @@ def test_baseline_load_compare_new_and_errors(tmp_path):
 
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{not json")
-    with pytest.raises(BenchError, match=r"--baseline .*bad\.json: expected a results JSON"):
+    with pytest.raises(BenchError, match=r"--bench-baseline .*bad\.json: expected a results JSON"):
         Baseline.load(bad_json)
     with pytest.raises(BenchError, match=r"wrong\.json: expected schema 'astrobench-results/1', found 'other/2'"):
         Baseline.load(write_doc(tmp_path / "wrong.json", [], schema="other/2"))

@@ -101,7 +101,7 @@ def world(tmp_path):
         def run(*args: str, extra_env: dict | None = None, mode: str = "once") -> subprocess.CompletedProcess:
             return subprocess.run(
                 [sys.executable, "-m", "pytest", "cases", "--bench-config", str(cfg),
-                 "-p", "no:cacheprovider", "--no-progress", "--record-mode", mode, *args],
+                 "-p", "no:cacheprovider", "--bench-no-progress", "--record-mode", mode, *args],
                 cwd=REPO, env={**env, **(extra_env or {})}, capture_output=True, text=True, timeout=300,
             )
 
@@ -111,7 +111,7 @@ def world(tmp_path):
 def test_full_run_exact_accuracies_leaderboard_and_json(world):
     run, stub, server, tmp = world
     out = tmp / "results.json"
-    proc = run("--results", str(out), "-v")
+    proc = run("--bench-results", str(out), "-v")
     text = proc.stdout + proc.stderr
     # morphology misses its 0.62 threshold, so the run fails (exit 1)
     assert proc.returncode == 1, text
@@ -164,7 +164,7 @@ def test_full_run_exact_accuracies_leaderboard_and_json(world):
             assert KEY not in f.read_text()
 
     # a rerun replays the cassettes (default record mode "none"): no model calls, same numbers
-    again = run("--results", str(out), mode="none", extra_env={"ASTROBENCH_E2E_KEY": ""})
+    again = run("--bench-results", str(out), mode="none", extra_env={"ASTROBENCH_E2E_KEY": ""})
     assert again.returncode == 1
     assert len(stub.requests) == 22
     assert json.loads(out.read_text())["cases"][0]["metrics"] == doc["cases"][0]["metrics"]
@@ -174,25 +174,25 @@ def test_selection_limit_and_readable_ids(world):
     run, stub, server, tmp = world
     proc = run("--collect-only", "-q")
     assert "test_case[lsbg-gpt-4o]" in proc.stdout and "test_case[morphology-merged-gpt-4o]" in proc.stdout
-    proc = run("--task", "lsbg", "--limit", "4", "-v")
+    proc = run("--bench-task", "lsbg", "--bench-limit", "4", "-v")
     assert proc.returncode == 0, proc.stdout + proc.stderr  # first 4: 4/4 correct >= 0.80
     assert "test_case[lsbg-gpt-4o] PASSED" in proc.stdout
     assert "morphology" not in proc.stdout.split("astrobench leaderboard")[0].split("collected")[1]
     assert len(stub.requests) == 4
     # only the first image file was needed for 4 samples
     assert server.hits.get("X_data_2.npy", 0) == 0
-    proc = run("-k", "merged", "--limit", "3")
+    proc = run("-k", "merged", "--bench-limit", "3")
     assert "1 passed" in proc.stdout or "1 failed" in proc.stdout
 
 
 def test_config_mistakes_stop_before_any_model_call(world):
     run, stub, server, tmp = world
-    proc = run("--task", "lsbgg")
+    proc = run("--bench-task", "lsbgg")
     assert proc.returncode == 4
     assert "unknown task 'lsbgg'; known tasks: lsbg, morphology, morphology-merged" in proc.stderr
-    proc = run("--model", "gpt4o")
+    proc = run("--bench-model", "gpt4o")
     assert "unknown model 'gpt4o'; known models: gpt-4o, llava-next" in proc.stderr
-    proc = run("--task", "lsbg", extra_env={"ASTROBENCH_E2E_KEY": ""})
+    proc = run("--bench-task", "lsbg", extra_env={"ASTROBENCH_E2E_KEY": ""})
     assert proc.returncode == 1
     assert "set the environment variable ASTROBENCH_E2E_KEY" in proc.stdout
     assert len(stub.requests) == 0
@@ -205,7 +205,7 @@ def test_offline_with_nothing_cached_skips_with_instructions(world, tmp_path):
     cfg.write_text((tmp / "user.toml").read_text().replace(server.base_url.rstrip("/"), "http://127.0.0.1:9"))
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "cases", "--bench-config", str(cfg), "-p", "no:cacheprovider",
-         "-rs", "--task", "lsbg"],
+         "-rs", "--bench-task", "lsbg"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
         env={**os.environ, "ASTROBENCH_CACHE_DIR": str(tmp_path / "empty-cache"), "PYTHONPATH": str(REPO),
              "ASTROBENCH_E2E_KEY": KEY, "ASTROBENCH_CASSETTE_DIR": str(tmp_path / "r")},

@@ -31,8 +31,8 @@ def test_fail_on_regression_fails_the_case_with_the_numbers(world):
     base.write_text(json.dumps(baseline_doc("morphology-gpt-4o", MORPH_LABELS)))
     # now: 7 of 12 right (wrong: ids 1, 3, 5, 6 unparseable, 10) -> b = 5, c = 0,
     # p = 2 / 2**5 = 0.0625: significant at alpha 0.1, not at the default 0.05
-    proc = run("--task", "morphology", "--task", "lsbg", "--baseline", str(base), "--fail-on-regression",
-               "--regression-alpha", "0.1", "-v")
+    proc = run("--bench-task", "morphology", "--bench-task", "lsbg", "--bench-baseline", str(base), "--bench-fail-on-regression",
+               "--bench-alpha", "0.1", "-v")
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text
     assert "FAILED cases/test_cases.py::test_case[morphology-gpt-4o]" in text
@@ -46,7 +46,7 @@ def test_fail_on_regression_fails_the_case_with_the_numbers(world):
     assert len(stub.requests) == 22
 
     # default alpha 0.05: the same drop is reported, not failed (replayed, no model calls)
-    again = run("--task", "morphology", "--baseline", str(base), "--fail-on-regression", mode="none")
+    again = run("--bench-task", "morphology", "--bench-baseline", str(base), "--bench-fail-on-regression", mode="none")
     assert again.returncode == 0, again.stdout + again.stderr
     assert re.search(r"morphology-gpt-4o\s+12\s+1\.000\s+0\.583\s+-0\.417\s+5\s+0\s+0\.0625\s+no significant change",
                      again.stdout)
@@ -55,19 +55,19 @@ def test_fail_on_regression_fails_the_case_with_the_numbers(world):
     # a baseline that is not a results JSON is a usage error naming the file
     bad = tmp / "not-results.json"
     bad.write_text(json.dumps({"cases": []}))
-    proc = run("--task", "morphology", "--baseline", str(bad), mode="none")
+    proc = run("--bench-task", "morphology", "--bench-baseline", str(bad), mode="none")
     assert proc.returncode == 4
-    assert f"--baseline {bad}: expected schema 'astrobench-results/1', found None" in proc.stderr
-    proc = run("--task", "morphology", "--fail-on-regression", mode="none")
-    assert proc.returncode == 4 and "--fail-on-regression expects --baseline PATH" in proc.stderr
+    assert f"--bench-baseline {bad}: expected schema 'astrobench-results/1', found None" in proc.stderr
+    proc = run("--bench-task", "morphology", "--bench-fail-on-regression", mode="none")
+    assert proc.returncode == 4 and "--bench-fail-on-regression expects --bench-baseline PATH" in proc.stderr
 
 
 def test_xdist_workers_merge_into_one_leaderboard_and_one_json(world):
     pytest.importorskip("xdist")
     run, stub, server, tmp = world
     out, md, page = tmp / "results.json", tmp / "board.md", tmp / "board.html"
-    proc = run("-n", "2", "--results", str(out), "--leaderboard-md", str(md), "--leaderboard-html", str(page),
-               "--leaderboard-detail", "-v")
+    proc = run("-n", "2", "--bench-results", str(out), "--bench-md", str(md), "--bench-html", str(page),
+               "--bench-detail", "-v")
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text      # morphology misses its threshold, as in the serial run
     assert "2 workers" in text

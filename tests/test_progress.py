@@ -80,7 +80,7 @@ def test_a_plain_pytest_run_shows_progress(tmp_path, monkeypatch):
         (project / "test_bench.py").write_text("def test_case(bench_case, bench_run):\n    bench_run(bench_case)\n")
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--record-mode", "once", "--bench-config",
-             str(cfg), "--task", "toy", "--model", "stub", "test_bench.py"],
+             str(cfg), "--bench-task", "toy", "--bench-model", "stub", "test_bench.py"],
             cwd=project, capture_output=True, text=True, timeout=120,
             env={**os.environ, "PYTHONPATH": str(REPO), "ASTROBENCH_TEST_KEY": KEY,
                  "ASTROBENCH_CASSETTE_DIR": str(tmp_path / "recorded-from-test-server"),

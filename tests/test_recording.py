@@ -131,7 +131,7 @@ def test_none_mode_missing_answers_fail_with_the_record_command(tmp_path, monkey
     msg = str(err.value)
     assert "has no recorded answer for 4 of the requested samples" in msg
     assert "lsbg/img007.png" in msg  # sample ids, not just a count
-    assert "pytest cases --task toy --model stub --record-mode new_episodes" in msg
+    assert "pytest cases --bench-task toy --bench-model stub --record-mode new_episodes" in msg
 
 
 def test_changed_prompt_is_a_miss_never_a_reuse(tmp_path, monkeypatch):
@@ -567,7 +567,7 @@ def test_pytest_recording_conventions_place_and_configure_recordings(tmp_path, m
             "def test_case(bench_case, bench_run):\n    bench_run(bench_case)\n")
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "--record-mode", "once",
-             "--bench-config", str(cfg), "--task", "toy", "--model", "stub", "--no-progress", "test_bench.py"],
+             "--bench-config", str(cfg), "--bench-task", "toy", "--bench-model", "stub", "--bench-no-progress", "test_bench.py"],
             cwd=project, capture_output=True, text=True, timeout=120,
             env={**os.environ, "PYTHONPATH": str(REPO), "ASTROBENCH_FIXTURES_DIR": str(tmp_path / "frozen")},
         )

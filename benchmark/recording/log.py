@@ -6,7 +6,7 @@ records (``{"key": ..., "sample": ..., "img": ..., "request": ...,
 "response" | "answer": ...}``). A record line always starts with its key,
 sample id and image digest in that order, so an index is built with one
 regular expression per line and a record is JSON-parsed only when it is
-used: ``--limit N`` parses N records, not the whole file.
+used: ``--bench-limit N`` parses N records, not the whole file.
 
 Appends are flushed and fsync'd before the writer goes on, so a killed run
 keeps every answer it got. A torn last line (the process died mid-write)

@@ -109,7 +109,7 @@ class Recording:
                 lock.acquire()
         except OSError as exc:
             raise BenchError(f"cannot record into {self.path.parent}: {exc}; make the folder writable "
-                             "or choose another with --cassette-dir") from None
+                             "or choose another with --bench-cassette-dir") from None
         self._lock = lock
         if self.path.exists() and not os.access(self.path, os.W_OK):
             self._release()
