@@ -54,8 +54,6 @@ def score(y_true: Sequence[int], y_pred: Sequence[int | None], n_classes: int, *
           refused: Sequence[bool] | None = None) -> Scores:
     """Score predictions; ``None`` in ``y_pred`` means no class: unparseable, or
     refused where ``refused`` says so. Both count as wrong."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
     if len(y_true) != len(y_pred):
         raise ValueError(f"expected as many predictions as labels, found {len(y_pred)} vs {len(y_true)}")
     yt = np.asarray(y_true, dtype=int)
@@ -66,13 +64,7 @@ def score(y_true: Sequence[int], y_pred: Sequence[int | None], n_classes: int, *
     n = len(yt)
     correct = int((yt == yp).sum())
     labels = list(range(n_classes))
-    if n:
-        p, r, f, s = precision_recall_fscore_support(yt, yp, labels=labels, zero_division=0)
-        cm = confusion_matrix(yt, yp, labels=labels)
-    else:
-        p = r = f = np.zeros(n_classes)
-        s = np.zeros(n_classes, dtype=int)
-        cm = np.zeros((n_classes, n_classes), dtype=int)
+    p, r, f, s, cm = _per_class(yt, yp, n_classes)
     unparseable_by_class = [int(((yp == -1) & (yt == c)).sum()) for c in labels]
     lo, hi = wilson_interval(correct, n)
     n_refused = sum(1 for p, r in zip(y_pred, refused or ()) if r and p is None)
@@ -92,6 +84,24 @@ def score(y_true: Sequence[int], y_pred: Sequence[int | None], n_classes: int, *
         unparseable_by_class=unparseable_by_class,
         refused=n_refused,
     )
+
+
+def _per_class(yt: np.ndarray, yp: np.ndarray, n_classes: int) -> tuple[np.ndarray, ...]:
+    """Precision, recall, F1, support and confusion matrix (rows true, columns predicted;
+    predictions -1 belong to no column), as scikit-learn's ``precision_recall_fscore_support``
+    and ``confusion_matrix`` with ``labels=range(n_classes), zero_division=0`` compute them
+    (checked against them in the tests), in numpy: importing sklearn.metrics costs ~1 s."""
+    parsed = yp >= 0
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (yt[parsed], yp[parsed]), 1)
+    tp = np.diag(cm).astype(float)
+    support = np.bincount(yt, minlength=n_classes)
+    predicted = cm.sum(axis=0)
+    precision = np.divide(tp, predicted, out=np.zeros(n_classes), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(n_classes), where=support > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros(n_classes), where=both > 0)
+    return precision, recall, f1, support, cm
 
 
 def merge_predictions(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchmark.leaderboard import load_published
 from benchmark.metrics import merge_predictions, predictions_from_confusion, score, wilson_interval
@@ -68,3 +71,24 @@ def test_score_rejects_bad_input():
         score([0, 1], [0], 2)
     with pytest.raises(ValueError, match="0..1"):
         score([0, 1], [0, 3], 2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 5).flatmap(lambda k: st.tuples(
+    st.just(k), st.lists(st.tuples(st.integers(0, k - 1), st.one_of(st.none(), st.integers(0, k - 1))),
+                         min_size=0, max_size=60))))
+def test_numpy_scores_equal_scikit_learn(case):
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    k, pairs = case
+    y_true = [t for t, _ in pairs]
+    y_pred = [p for _, p in pairs]
+    s = score(y_true, y_pred, k)
+    if not pairs:
+        assert s.n == 0 and s.confusion == [[0] * k for _ in range(k)]
+        return
+    yp = [-1 if p is None else p for p in y_pred]
+    p, r, f, sup = precision_recall_fscore_support(y_true, yp, labels=list(range(k)), zero_division=0)
+    assert s.confusion == confusion_matrix(y_true, yp, labels=list(range(k))).tolist()
+    assert np.allclose(s.precision, p) and np.allclose(s.recall, r) and np.allclose(s.f1, f)
+    assert s.support == [int(x) for x in sup]
