@@ -200,5 +200,4 @@ class MergedReport(Report):
     def html(self, *, title: str = "astrobench leaderboard") -> str:
         items = "".join(f"<li><code>{html.escape(p)}</code> (created {html.escape(c)}): "
                         f"{html.escape(', '.join(ids) or 'no case kept')}</li>" for p, c, ids in self.sources())
-        page = super().html(title=title)
-        return page.replace("\n<script>", f"\n<h2>Sources</h2>\n<ul class=\"sources\">{items}</ul>\n<script>", 1)
+        return super().html(title=title, extra=[f"<h2>Sources</h2>\n<ul class=\"sources\">{items}</ul>"])

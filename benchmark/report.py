@@ -179,8 +179,9 @@ class Report:
                       tabulate(pub, headers=PUBLISHED_HEADERS, tablefmt="github", disable_numparse=True)]
         return "\n".join(parts) + "\n"
 
-    def html(self, *, title: str = "astrobench leaderboard") -> str:
-        """One self-contained page: sortable tables, a confusion heatmap per case."""
+    def html(self, *, title: str = "astrobench leaderboard", extra: Sequence[str] = ()) -> str:
+        """One self-contained page: sortable tables, a confusion heatmap per case, then the
+        ``extra`` HTML blocks (e.g. the source files of a merged leaderboard)."""
         citation, pub = self.published_rows()
         body = [f"<h1>{_e(title)}</h1>", f"<p class=\"note\">{_e(CI_NOTE)}. Click a column header to sort.</p>",
                 "<h2>Measured</h2>", _html_table(self.headers(), self.rows(), "measured", sortable=True,
@@ -208,6 +209,7 @@ class Report:
                      f"src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">",
                      _html_table(["class", "precision", "recall", "F1", "support"], per_class, None),
                      "</section>"]
+        body += list(extra)
         return (f"<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                 f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
                 + "\n".join(body) + f"\n<script>{_SORT_JS}</script>\n</body>\n</html>\n")
