@@ -4,7 +4,8 @@ Plain TOML under ``cases/`` (``cases/bench.toml``); a user's own file given by
 ``--bench-config`` or ``$ASTROBENCH_CONFIG`` is merged over it, table by
 table, so private endpoints and tasks stay out of the repo. Relative paths
 (prompt folders, image folders) resolve against the file that names them.
-Everything is validated here, before any model call.
+Everything is validated here (types, keys and choices by :mod:`benchmark.schema`),
+before any download or model call.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from benchmark import schema
 from benchmark.core import BenchError
+from benchmark.providers import PROVIDERS
+from benchmark.resources import builtin_path
+from benchmark.schema import did_you_mean
 
-BUILTIN_CONFIG = Path(__file__).resolve().parent.parent / "cases" / "bench.toml"
+BUILTIN_CONFIG = builtin_path("bench.toml")  # package data: cases/ in a checkout (benchmark/resources.py)
 CONFIG_ENV = "ASTROBENCH_CONFIG"
 
 _NAME_START = re.compile(r"[A-Za-z0-9]")
@@ -76,10 +81,6 @@ def redact_url(url: str) -> str:
     if "@" in rest:
         rest = "***@" + rest.rpartition("@")[2]
     return f"{scheme}{sep}{rest}" + ("?***" if qmark else "") + ("#***" if hash_ else "")
-
-
-_TASK_KEYS = {"description", "classes", "dataset", "sample_size", "prompts", "prompt_dir",
-              "derived_from", "merge", "merged_classes"}
 
 
 @dataclass(frozen=True)
@@ -228,139 +229,173 @@ def parse_config(
     sources: tuple[Path, ...] = (),
     prompt_dirs: dict[str, list[Path]] | None = None,
 ) -> BenchConfig:
+    """Validate the merged TOML (:mod:`benchmark.schema`, then names, references, prompt
+    files and local image folders) into a :class:`BenchConfig`; any mistake is a BenchError."""
     where = " + ".join(str(s) for s in sources) or "<config>"
-    unknown = set(raw) - {"tasks", "datasets", "models", "thresholds"}
-    _expect(not unknown, f"{where}: unknown top-level tables {sorted(unknown)}; expected "
-                         "tasks, datasets, models, thresholds")
+    _check_names_and_urls(raw)
+    clean = dict(raw)
+    if isinstance(raw.get("datasets"), dict):
+        clean["datasets"] = {n: {k: v for k, v in s.items() if k != "_base_dir"} if isinstance(s, dict) else s
+                             for n, s in raw["datasets"].items()}
+    bench = schema.validate(clean, where=where, plugins=PROVIDERS)
 
-    datasets: dict[str, dict[str, Any]] = {}
-    dataset_dirs: dict[str, Path] = {}
-    for name, spec in (raw.get("datasets") or {}).items():
-        check_name("datasets: dataset", name)
-        _expect(isinstance(spec, dict), f"datasets.{name}: expected a table, found {spec!r}")
-        spec = dict(spec)
-        dataset_dirs[name] = Path(spec.pop("_base_dir", "."))
-        datasets[name] = spec
-
+    datasets = {name: dict(clean["datasets"][name]) for name in bench.datasets}
+    dataset_dirs = {name: Path(raw["datasets"][name].get("_base_dir", ".")) for name in bench.datasets}
     prompt_dirs = prompt_dirs or {}
-    tasks = {
-        name: _parse_task(name, spec, datasets, tuple(prompt_dirs.get(name, ())))
-        for name, spec in (raw.get("tasks") or {}).items()
-    }
+    tasks = {name: _task(name, spec, bench, tuple(prompt_dirs.get(name, ()))) for name, spec in bench.tasks.items()}
     for task in tasks.values():
         if task.derived_from:
-            base = tasks.get(task.derived_from)
-            _expect(base is not None, f"tasks.{task.name}: derived_from {task.derived_from!r} "
-                                      f"is not a task; known tasks: {sorted(tasks)}")
-            assert base is not None
-            _expect(base.derived_from is None, f"tasks.{task.name}: cannot derive from another "
-                                               f"derived task ({base.name})")
-            if task.merge is not None:
-                flat = sorted(i for g in task.merge for i in g)
-                _expect(flat == list(range(base.n_classes)),
-                        f"tasks.{task.name}: merge must use each class of {base.name} "
-                        f"(0..{base.n_classes - 1}) exactly once, found {list(task.merge)}")
-                _expect(len(task.classes) == len(task.merge),
-                        f"tasks.{task.name}: expected {len(task.merge)} merged class names, "
-                        f"found {len(task.classes)}")
+            _check_derived(task, tasks)
 
-    models = {name: _parse_model(name, spec) for name, spec in (raw.get("models") or {}).items()}
+    models = {name: ModelConfig(name=name, provider=spec.provider, model=spec.model, enabled=spec.enabled,
+                                prompts=tuple(spec.prompts) if spec.prompts else None,
+                                settings={k: v for k, v in raw["models"][name].items()
+                                          if k not in {"provider", "model", "enabled", "prompts"}})
+              for name, spec in bench.models.items()}
+    for name, spec in bench.models.items():
+        ext = spec.extract_with if isinstance(spec, schema.TransformersModel) else None
+        if ext is not None:
+            _expect(ext in models, f"models.{name}: extract_with {ext!r} is not a model of the bench config; "
+                                   f"known models: {sorted(models)}{did_you_mean(ext, models)}")
+            _expect(ext != name, f"models.{name}: extract_with must name another model, found itself")
 
     thresholds: dict[tuple[str, str, str | None], float] = {}
     notes: dict[tuple[str, str, str | None], str] = {}
-    for key, value in (raw.get("thresholds") or {}).items():
-        parts = key.split("/")
-        _expect(len(parts) in (2, 3), f"thresholds: key {key!r} should be 'task/model' or "
-                                      "'task/model/prompt'")
-        task, model = parts[0], parts[1]
-        prompt = check_name(f"thresholds.{key!r}: prompt variant", parts[2]) if len(parts) == 3 else None
-        _expect(task in tasks, f"thresholds.{key!r}: unknown task {task!r}; known tasks: {', '.join(sorted(tasks))}")
-        _expect(model in models, f"thresholds.{key!r}: unknown model {model!r}; known models: "
-                                 f"{', '.join(sorted(models))}")
-        note = ""
-        if isinstance(value, dict):
-            note = str(value.get("note", ""))
-            value = value.get("min_accuracy")
-        _expect(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1,
-                f"thresholds.{key!r}: expected an accuracy in [0, 1], found {value!r}")
-        thresholds[(task, model, prompt)] = float(value)
-        notes[(task, model, prompt)] = note
+    for key, value in bench.thresholds.items():
+        task, model, prompt = _threshold_key(key, tasks, models)
+        thresholds[(task, model, prompt)] = value.min_accuracy
+        notes[(task, model, prompt)] = value.note
 
-    return BenchConfig(tasks=tasks, datasets=datasets, models=models, thresholds=thresholds,
-                       threshold_notes=notes, sources=sources, dataset_dirs=dataset_dirs)
+    config = BenchConfig(tasks=tasks, datasets=datasets, models=models, thresholds=thresholds,
+                         threshold_notes=notes, sources=sources, dataset_dirs=dataset_dirs)
+    _check_folders(config, bench)
+    return config
 
 
-def _parse_task(
-    name: str, spec: Any, datasets: dict[str, dict[str, Any]], prompt_dirs: tuple[Path, ...]
-) -> TaskConfig:
-    check_name("tasks: task", name)
-    _expect(isinstance(spec, dict), f"tasks.{name}: expected a table, found {spec!r}")
-    unknown = set(spec) - _TASK_KEYS
-    _expect(not unknown, f"tasks.{name}: unknown keys {sorted(unknown)}; expected some of "
-                         f"{sorted(_TASK_KEYS)}")
-    classes = spec.get("merged_classes") if "merge" in spec else spec.get("classes")
-    _expect(isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes),
-            f"tasks.{name}: expected 'classes' as a list of at least 2 names, found {classes!r}")
-    derived = spec.get("derived_from")
-    merge = spec.get("merge")
-    if merge is not None:
-        _expect(isinstance(merge, list) and all(isinstance(g, list) and g for g in merge),
-                f"tasks.{name}: expected 'merge' as a list of class-index lists, found {merge!r}")
-        _expect(derived is not None, f"tasks.{name}: 'merge' needs 'derived_from'")
-    dataset = spec.get("dataset")
+def _check_names_and_urls(raw: dict[str, Any]) -> None:
+    """Names that build paths (check_name) and openai base URLs (never echoed), before the schema."""
+    for table, kind in (("tasks", "task"), ("datasets", "dataset"), ("models", "model")):
+        entries = raw.get(table)
+        for name, spec in (entries.items() if isinstance(entries, dict) else ()):
+            check_name(f"{table}: {kind}", name)
+            if not isinstance(spec, dict):
+                continue
+            if isinstance(spec.get("prompts"), list):
+                for variant in spec["prompts"]:
+                    if isinstance(variant, str):
+                        check_name(f"{table}.{name}.prompts: prompt variant", variant)
+            if table == "models" and spec.get("provider", "openai") == "openai" and "base_url" in spec:
+                _check_base_url(name, spec["base_url"], spec.get("api_key_env", _OPENAI_KEY_ENV))
+
+
+def _task(name: str, spec: schema.Task, bench: schema.BenchFile, prompt_dirs: tuple[Path, ...]) -> TaskConfig:
+    derived = spec.derived_from
+    classes = spec.merged_classes if spec.merge is not None else spec.classes
+    assert classes is not None  # the schema requires them
     if derived is None:
-        _expect(dataset in datasets, f"tasks.{name}: dataset {dataset!r} is not defined; "
-                                     f"known datasets: {sorted(datasets)}")
-    size = spec.get("sample_size")
-    _expect(size is None or (isinstance(size, int) and size > 0),
-            f"tasks.{name}: expected 'sample_size' as a positive integer, found {size!r}")
-    prompts = spec.get("prompts", ["paper"] if derived is None else [])
-    _expect(isinstance(prompts, list) and all(isinstance(p, str) for p in prompts),
-            f"tasks.{name}: expected 'prompts' as a list of variant names, found {prompts!r}")
-    for variant in prompts:
-        check_name(f"tasks.{name}.prompts: prompt variant", variant)
+        _expect(spec.dataset in bench.datasets, f"tasks.{name}: dataset {spec.dataset!r} is not defined; known "
+                                                f"datasets: {sorted(bench.datasets)}"
+                                                f"{did_you_mean(spec.dataset, bench.datasets)}")
+        n = _dataset_classes(bench.datasets[spec.dataset])
+        _expect(n is None or n == len(classes),
+                f"tasks.{name}: expected {n} class names (dataset {spec.dataset!r} has {n} classes), "
+                f"found {len(classes)}: {classes}")
+    prompts = spec.prompts if spec.prompts is not None else ([] if derived else ["paper"])
     task = TaskConfig(
         name=name,
         classes=tuple(classes),
-        dataset=dataset,
-        sample_size=size,
+        dataset=spec.dataset,
+        sample_size=spec.sample_size,
         prompts=tuple(prompts),
         prompt_dirs=prompt_dirs,
         derived_from=derived,
-        merge=tuple(tuple(int(i) for i in g) for g in merge) if merge else None,
-        description=str(spec.get("description", "")),
+        merge=tuple(tuple(g) for g in spec.merge) if spec.merge else None,
+        description=spec.description,
     )
     if derived is None:
-        _expect(bool(task.prompts), f"tasks.{name}: expected at least one prompt variant")
         for variant in task.prompts:
             check_prompt(task, variant)
     return task
 
 
+def _dataset_classes(spec: schema.Dataset) -> int | None:
+    """The dataset's number of classes, when known without reading it."""
+    if isinstance(spec, schema.Folder):
+        return spec.n_classes or (len(spec.classes) if spec.classes else None)
+    return spec.n_classes
+
+
+def _check_derived(task: TaskConfig, tasks: dict[str, TaskConfig]) -> None:
+    assert task.derived_from is not None
+    base = tasks.get(task.derived_from)
+    _expect(base is not None, f"tasks.{task.name}: derived_from {task.derived_from!r} is not a task; known "
+                              f"tasks: {sorted(tasks)}{did_you_mean(task.derived_from, tasks)}")
+    assert base is not None
+    _expect(base.derived_from is None, f"tasks.{task.name}: cannot derive from another derived task ({base.name})")
+    if task.merge is None:
+        _expect(task.n_classes == base.n_classes, f"tasks.{task.name}: expected {base.n_classes} class names "
+                                                  f"(as {base.name}), found {task.n_classes}")
+        return
+    flat = sorted(i for g in task.merge for i in g)
+    _expect(flat == list(range(base.n_classes)), f"tasks.{task.name}: merge must use each class of {base.name} "
+                                                 f"(0..{base.n_classes - 1}) exactly once, found {list(task.merge)}")
+    _expect(task.n_classes == len(task.merge), f"tasks.{task.name}: expected {len(task.merge)} merged class "
+                                               f"names, found {task.n_classes}")
+
+
+def _threshold_key(key: str, tasks: dict[str, TaskConfig],
+                   models: dict[str, ModelConfig]) -> tuple[str, str, str | None]:
+    """``task/model[/prompt]``: known names, and a prompt variant that the case runs."""
+    parts = key.split("/")
+    _expect(len(parts) in (2, 3), f"thresholds: key {key!r} should be 'task/model' or 'task/model/prompt'")
+    task, model = parts[0], parts[1]
+    prompt = check_name(f"thresholds.{key!r}: prompt variant", parts[2]) if len(parts) == 3 else None
+    _expect(task in tasks, f"thresholds.{key!r}: unknown task {task!r}; known tasks: {', '.join(sorted(tasks))}"
+                           f"{did_you_mean(task, tasks)}")
+    _expect(model in models, f"thresholds.{key!r}: unknown model {model!r}; known models: "
+                             f"{', '.join(sorted(models))}{did_you_mean(model, models)}")
+    if prompt is not None:
+        base = tasks[task].derived_from or task
+        variants = list(models[model].prompts or tasks[base].prompts)
+        _expect(prompt in variants, f"thresholds.{key!r}: expected a prompt variant that {task} x {model} runs "
+                                    f"({', '.join(variants)}), found {prompt!r}{did_you_mean(prompt, variants)}")
+    return task, model, prompt
+
+
+def _check_folders(config: BenchConfig, bench: schema.BenchFile) -> None:
+    """Each folder dataset a task uses: its class folders and image count (listed, not decoded)
+    against the task's classes and sample size. A folder that is gone is an error unless a
+    frozen sample of it exists (then that is the only copy; see benchmark.frozen)."""
+    for name, spec in bench.datasets.items():
+        users = [t for t in config.tasks.values() if t.dataset == name and t.derived_from is None]
+        if not isinstance(spec, schema.Folder) or not users:
+            continue
+        from benchmark.datasets import _folder_listing, _folder_path
+        from benchmark.frozen import frozen_dir
+
+        raw, base = config.datasets[name], config.dataset_dirs[name]
+        folder = _folder_path(raw, base)
+        if not folder.is_dir():
+            frozen = frozen_dir() / f"{name}.npz"
+            if frozen.is_file():
+                continue
+            raise BenchError(f"datasets.{name}: expected an image folder with one sub-folder per class at "
+                             f"{folder}, found {'a file' if folder.exists() else 'nothing'} (and no frozen "
+                             f"sample {frozen})")
+        _, classes, per_class = _folder_listing(name, raw, base)
+        total = sum(len(images) for images in per_class)
+        for task in users:
+            _expect(task.n_classes == len(classes),
+                    f"tasks.{task.name}: expected {len(classes)} class names, one per class folder of dataset "
+                    f"{name!r} ({classes} in {folder}), found {task.n_classes}: {list(task.classes)}")
+            _expect(task.sample_size is None or task.sample_size <= total,
+                    f"tasks.{task.name}: expected 'sample_size' <= {total} (the images of dataset {name!r} in "
+                    f"{folder}), found {task.sample_size}")
+
+
 def check_prompt(task: TaskConfig, variant: str) -> None:
     path = task.prompt_path(variant)
     _expect(bool(path.read_text(encoding="utf-8").strip()), f"task {task.name!r}: prompt file {path} is empty")
-
-
-def _parse_model(name: str, spec: Any) -> ModelConfig:
-    check_name("models: model", name)
-    _expect(isinstance(spec, dict), f"models.{name}: expected a table, found {spec!r}")
-    provider = spec.get("provider", "openai")
-    model_id = spec.get("model")
-    _expect(isinstance(model_id, str) and bool(model_id),
-            f"models.{name}: expected 'model' (the model id or path), found {model_id!r}")
-    prompts = spec.get("prompts")
-    _expect(prompts is None or (isinstance(prompts, list) and all(isinstance(p, str) for p in prompts)),
-            f"models.{name}: expected 'prompts' as a list of variant names, found {prompts!r}")
-    for variant in prompts or ():
-        check_name(f"models.{name}.prompts: prompt variant", variant)
-    if provider == "openai" and "base_url" in spec:
-        _check_base_url(name, spec["base_url"], spec.get("api_key_env", _OPENAI_KEY_ENV))
-    enabled = spec.get("enabled", True)
-    _expect(isinstance(enabled, bool), f"models.{name}: expected 'enabled' true/false, found {enabled!r}")
-    settings = {k: v for k, v in spec.items() if k not in {"provider", "model", "enabled", "prompts"}}
-    return ModelConfig(name=name, provider=provider, model=model_id, enabled=enabled,
-                       prompts=tuple(prompts) if prompts else None, settings=settings)
 
 
 def _check_base_url(name: str, url: Any, key_env: Any) -> None:

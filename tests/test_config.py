@@ -73,7 +73,8 @@ def test_env_var_names_the_user_config(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[thresholds]\n"lsbg/gpt-4o" = 1.5\n', r"expected an accuracy in \[0, 1\], found 1.5"),
+        ('[thresholds]\n"lsbg/gpt-4o" = 1.5\n',
+         r"thresholds\.'lsbg/gpt-4o': expected 'min_accuracy' a number in \[0, 1\], found 1.5"),
         ('[thresholds]\n"lsbg/gpt-4o" = -0.1\n', r"found -0.1"),
         ('[thresholds]\n"lsbg/gtp-4o" = 0.5\n', r"unknown model 'gtp-4o'; known models: gpt-4o, llava-next"),
         ('[thresholds]\n"lsgb/gpt-4o" = 0.5\n', r"unknown task 'lsgb'"),
@@ -82,7 +83,7 @@ def test_env_var_names_the_user_config(tmp_path, monkeypatch):
         ('[tasks.x]\nderived_from = "morphology"\nmerge = [[0], [1]]\nmerged_classes = ["a", "b"]\n',
          r"merge must use each class of morphology \(0..3\) exactly once"),
         ('[models.m]\nprovider = "openai"\n', r"models.m: expected 'model'"),
-        ('[tasks.lsbg]\nsample_size = 0\n', r"expected 'sample_size' as a positive integer, found 0"),
+        ('[tasks.lsbg]\nsample_size = 0\n', r"tasks\.lsbg: expected 'sample_size' an integer >= 1, found 0"),
         ('[bogus]\nx = 1\n', r"unknown top-level tables \['bogus'\]"),
         ('not toml = = 1', r"not valid TOML"),
     ],

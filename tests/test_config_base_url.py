@@ -71,6 +71,8 @@ def test_plain_http_and_https_base_urls_are_accepted(tmp_path, url):
     assert load_config(user_config(tmp_path, url)).models["local"].settings["base_url"] == url
 
 
-def test_other_providers_base_url_is_not_checked_here():
-    raw = {"models": {"m": {"provider": "transformers", "model": "x", "base_url": "whatever?x=1"}}}
-    assert parse_config(raw).models["m"].settings["base_url"] == "whatever?x=1"
+def test_other_providers_have_no_base_url_and_never_echo_one():
+    raw = {"models": {"m": {"provider": "transformers", "model": "x", "base_url": "https://h/v1?key=SECRET"}}}
+    with pytest.raises(BenchError, match=r"models\.m: unknown keys \['base_url'\] for provider 'transformers'") as info:
+        parse_config(raw)
+    assert "SECRET" not in str(info.value)

@@ -74,6 +74,8 @@ prompts = ["terse_v2"]
 [thresholds]
 "Toy.v2/Qwen2-VL-7B_local/terse_v2" = 0.5
 """)
+    for c in ("a", "b"):  # the folder is listed at load (never decoded)
+        write(tmp_path / "images" / c / "1.png", "")
     write(tmp_path / "prompts" / "Toy.v2" / "terse_v2.txt", "a or b?")
     write(tmp_path / "prompts" / "Toy.v2" / "paper.1.txt", "a or b, please?")
     cfg = load_config(user)

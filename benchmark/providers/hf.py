@@ -47,31 +47,12 @@ import numpy as np
 
 from benchmark.providers import OnAnswer
 from benchmark.core import Answer, BenchError, Request
+from benchmark.schema import HF_SETTINGS, model_settings
 
 INSTALL_HINT = 'pip install "astro-vlm-bench[hf]"'
 PAPER_TEMPLATE = "USER: <image>\n{prompt}\nASSISTANT:"
 
-SETTINGS: dict[str, Any] = {
-    "quantization": "none",
-    "compute_dtype": "float16",
-    "dtype": "auto",
-    "device_map": None,          # None: "auto" with CUDA, else "cpu"
-    "batch_size": 1,
-    "prompt_format": "chat-template",
-    "mode": "generate",
-    "max_new_tokens": 200,
-    "min_new_tokens": None,
-    "answer_prefix": " ",
-    "extract_with": None,
-}
-_IGNORED = {"prices", "label"}  # used by the leaderboard, not the provider
-_CHOICES = {
-    "quantization": ("none", "8bit", "4bit"),
-    "compute_dtype": ("float16", "bfloat16", "float32"),
-    "dtype": ("auto", "float16", "bfloat16", "float32"),
-    "prompt_format": ("chat-template", "paper"),
-    "mode": ("generate", "score", "both"),
-}
+SETTINGS: dict[str, Any] = HF_SETTINGS  # keys, defaults and choices: benchmark.schema.TransformersModel
 
 
 def _import_hf() -> tuple[Any, Any]:
@@ -88,42 +69,12 @@ def _import_hf() -> tuple[Any, Any]:
 
 
 def settings_from(model: Any, bench: Any = None) -> dict[str, Any]:
-    """Validated settings of a ``ModelConfig`` (defaults filled in)."""
+    """Validated settings of a ``ModelConfig``, defaults filled in (rules: benchmark.schema);
+    ``extract_with`` must name another model of ``bench``."""
     where = f"models.{model.name}"
-    unknown = set(model.settings) - set(SETTINGS) - _IGNORED
-    if unknown:
-        raise BenchError(f"{where}: unknown keys {sorted(unknown)} for provider 'transformers'; "
-                         f"expected some of {sorted(SETTINGS)}")
-    s = {**SETTINGS, **{k: v for k, v in model.settings.items() if k in SETTINGS}}
-    for key, choices in _CHOICES.items():
-        if s[key] not in choices:
-            raise BenchError(f"{where}: expected '{key}' one of {list(choices)}, found {s[key]!r}")
-
-    def positive_int(key: str, minimum: int) -> None:
-        v = s[key]
-        if not (isinstance(v, int) and not isinstance(v, bool) and v >= minimum):
-            raise BenchError(f"{where}: expected '{key}' an integer >= {minimum}, found {v!r}")
-
-    positive_int("batch_size", 1)
-    positive_int("max_new_tokens", 1)
-    if s["min_new_tokens"] is not None:
-        positive_int("min_new_tokens", 0)
-        if s["min_new_tokens"] > s["max_new_tokens"]:
-            raise BenchError(f"{where}: expected 'min_new_tokens' <= max_new_tokens "
-                             f"({s['max_new_tokens']}), found {s['min_new_tokens']!r}")
-    if not isinstance(s["answer_prefix"], str):
-        raise BenchError(f"{where}: expected 'answer_prefix' a string, found {s['answer_prefix']!r}")
-    dm = s["device_map"]
-    if dm is not None and not isinstance(dm, (str, dict)):
-        raise BenchError(f"{where}: expected 'device_map' a string (e.g. \"auto\", \"cpu\", "
-                         f"\"cuda:0\") or a table, found {dm!r}")
+    s = model_settings("transformers", model.name, model.settings)
     ext = s["extract_with"]
     if ext is not None:
-        if not isinstance(ext, str):
-            raise BenchError(f"{where}: expected 'extract_with' a model name, found {ext!r}")
-        if s["mode"] == "score":
-            raise BenchError(f"{where}: 'extract_with' reads generated text; expected mode "
-                             f"'generate' or 'both', found 'score'")
         models = getattr(bench, "models", None) or {}
         if ext not in models:
             raise BenchError(f"{where}: extract_with {ext!r} is not a model of the bench config; "

@@ -21,22 +21,12 @@ import numpy as np
 
 from benchmark.providers import OnAnswer
 from benchmark.core import Answer, BenchError, Request
+from benchmark.schema import OPENAI_SETTINGS, model_settings
 from benchmark.recording.completions import MalformedResponse, answer_from_completion, parse_completion
 from benchmark.recording.recording import RecordingWriteError
 from benchmark.recording.scrub import Scrubber
 
-_SETTINGS = {
-    "base_url": None,            # None: the openai client's default (api.openai.com)
-    "api_key_env": "OPENAI_API_KEY",
-    "temperature": 0.0,
-    "max_tokens": None,
-    "concurrency": 8,
-    "max_retries": 6,
-    "timeout_s": 60.0,
-    "detail": None,              # image detail: None (server default), "low", "high", "auto"
-    "seed": None,
-}
-_IGNORED = {"prices", "label"}  # used by the leaderboard, not the client
+_SETTINGS = OPENAI_SETTINGS  # keys and defaults: benchmark.schema.OpenAIModel
 
 
 def png_data_url(image: np.ndarray) -> str:
@@ -49,16 +39,8 @@ def png_data_url(image: np.ndarray) -> str:
 
 
 def settings_from(model: Any) -> dict[str, Any]:
-    unknown = set(model.settings) - set(_SETTINGS) - _IGNORED
-    if unknown:
-        raise BenchError(f"models.{model.name}: unknown keys {sorted(unknown)} for provider "
-                         f"'openai'; expected some of {sorted(_SETTINGS)}")
-    out = {**_SETTINGS, **{k: v for k, v in model.settings.items() if k in _SETTINGS}}
-    if not (isinstance(out["concurrency"], int) and out["concurrency"] >= 1):
-        raise BenchError(f"models.{model.name}: expected 'concurrency' >= 1, found {out['concurrency']!r}")
-    if not (isinstance(out["max_retries"], int) and out["max_retries"] >= 0):
-        raise BenchError(f"models.{model.name}: expected 'max_retries' >= 0, found {out['max_retries']!r}")
-    return out
+    """Validated settings of a ``ModelConfig``, defaults filled in (rules: benchmark.schema)."""
+    return model_settings("openai", model.name, model.settings)
 
 
 def missing_key_message(name: str, env: str) -> str:
