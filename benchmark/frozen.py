@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 FORMAT = "astrobench-frozen-sample/2"
 FIXTURES_ENV = "ASTROBENCH_FIXTURES_DIR"
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "samples"
+DEFAULT_DIR = Path("fixtures") / "samples"  # relative to the project (pytest's rootdir, or the current folder)
 _REFREEZE = "re-freeze it (python -m benchmark freeze TASK) or delete it"
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.core import write_atomic
+from benchmark.resources import builtin_path
 from benchmark.metrics import Scores, merge_predictions, predictions_from_confusion, score
 
-PUBLISHED = Path(__file__).resolve().parent.parent / "cases" / "published.toml"
+PUBLISHED = builtin_path("published.toml")
 
 MEASURED_HEADERS = ["task", "model", "prompt", "n", "accuracy", "95% CI", "macro-F1",
                     "unparseable", "refused", "threshold", "result"]

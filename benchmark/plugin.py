@@ -6,6 +6,7 @@ Only wiring lives here; the logic is in ``benchmark.session`` and friends.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="fail a case whose accuracy dropped against --bench-baseline with p < --bench-alpha")
     group.addoption("--bench-alpha", type=float, default=0.05, metavar="P",
                     help="significance level of the regression gate (default 0.05)")
+    parser.addini("bench_cassette_dir", "folder of recorded answers, relative to the rootdir (default: the "
+                  "vcr_cassette_dir fixture, else cassettes/)", default="")
+    parser.addini("bench_frozen_dir", "folder of frozen samples, relative to the rootdir", default="fixtures/samples")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -60,8 +64,11 @@ def pytest_configure(config: pytest.Config) -> None:
     _load_baseline(config)
     if not config.pluginmanager.hasplugin("xdist"):
         config.addinivalue_line("markers", "xdist_group(name): cases sharing model calls (pytest-xdist)")
-    if opt.bench_task or opt.bench_model or opt.bench_prompt or opt.bench_config or opt.bench_limit is not None:
-        _cases(config)  # asked for the benchmark: check the selection up front
+    from benchmark.config import CONFIG_ENV
+
+    if (opt.bench_task or opt.bench_model or opt.bench_prompt or opt.bench_config or opt.bench_limit is not None
+            or os.environ.get(CONFIG_ENV)):
+        _cases(config)  # asked for the benchmark: check config and selection before anything runs
 
 
 def _load_baseline(config: pytest.Config) -> None:
@@ -108,7 +115,8 @@ def _bench(config: pytest.Config):
             bench = BenchSession(
                 load_config(opt.bench_config),
                 limit=opt.bench_limit,
-                cassette_dir=Path(opt.bench_cassette_dir) if opt.bench_cassette_dir else None,
+                cassette_dir=_cassette_dir(config) or config.rootpath / "cassettes",
+                frozen_dir=_frozen_dir(config),
                 record_mode=None if getattr(opt, "disable_recording", False)
                 else (getattr(opt, "record_mode", None) or "none"),
                 progress=False,  # set by bench_run, once the terminal reporter exists
@@ -117,6 +125,30 @@ def _bench(config: pytest.Config):
             raise pytest.UsageError(str(exc)) from None
         config.stash[_SESSION] = bench
     return config.stash[_SESSION]
+
+
+def _cassette_dir(config: pytest.Config) -> Path | None:
+    """Where recordings live when set explicitly: --bench-cassette-dir, $ASTROBENCH_CASSETTE_DIR,
+    or the ini option bench_cassette_dir (relative to the rootdir); None: not set."""
+    import os
+
+    from benchmark.session import CASSETTES_ENV
+
+    chosen = config.option.bench_cassette_dir or os.environ.get(CASSETTES_ENV)
+    if chosen:
+        return Path(chosen)
+    ini = config.getini("bench_cassette_dir")
+    return config.rootpath / ini if ini else None
+
+
+def _frozen_dir(config: pytest.Config) -> Path:
+    """$ASTROBENCH_FIXTURES_DIR, else the ini option bench_frozen_dir under the rootdir."""
+    import os
+
+    from benchmark.frozen import FIXTURES_ENV
+
+    env = os.environ.get(FIXTURES_ENV)
+    return Path(env) if env else config.rootpath / config.getini("bench_frozen_dir")
 
 
 def _progress(config: pytest.Config):
@@ -175,18 +207,15 @@ def bench_run(bench, request: pytest.FixtureRequest):
     fail it on a significant regression against ``--bench-baseline`` with ``--bench-fail-on-regression``.
 
     pytest-recording conventions apply: the ``vcr_config`` fixture's options
-    reach the cassettes, and the ``vcr_cassette_dir`` fixture places them
-    unless ``--bench-cassette-dir`` or ``$ASTROBENCH_CASSETTE_DIR`` says otherwise.
+    reach the recordings, and the ``vcr_cassette_dir`` fixture places them
+    unless ``--bench-cassette-dir``, ``$ASTROBENCH_CASSETTE_DIR`` or the ini
+    option ``bench_cassette_dir`` says otherwise.
     """
-    import os
-
-    from benchmark.session import CASSETTES_ENV
-
     config = request.config
     if bench.progress is None:
         bench.progress = _progress(config)
     if config.pluginmanager.hasplugin("recording"):
-        if not config.option.bench_cassette_dir and not os.environ.get(CASSETTES_ENV):
+        if _cassette_dir(config) is None:
             bench.cassette_dir = Path(request.getfixturevalue("vcr_cassette_dir"))
         bench.vcr_config = dict(request.getfixturevalue("vcr_config"))
         # pytest-recording's public hook: users' pytest_recording_configure(config, vcr) sees our VCR too

@@ -21,7 +21,7 @@ from benchmark.progress import Progress
 from benchmark.recording import RECORD_MODES, Scrubber
 
 CASSETTES_ENV = "ASTROBENCH_CASSETTE_DIR"
-DEFAULT_CASSETTES = Path(__file__).resolve().parent.parent / "cassettes"
+DEFAULT_CASSETTES = Path("cassettes")  # relative to the project (the plugin passes pytest's rootdir)
 
 
 @dataclass(frozen=True)
