@@ -370,11 +370,11 @@ def _check_folders(config: BenchConfig, bench: schema.BenchFile) -> None:
         users = [t for t in config.tasks.values() if t.dataset == name and t.derived_from is None]
         if not isinstance(spec, schema.Folder) or not users:
             continue
-        from benchmark.datasets import _folder_listing, _folder_path
+        from benchmark.datasets import folder_listing, folder_path
         from benchmark.frozen import frozen_dir
 
         raw, base = config.datasets[name], config.dataset_dirs[name]
-        folder = _folder_path(raw, base)
+        folder = folder_path(raw, base)
         if not folder.is_dir():
             frozen = frozen_dir() / f"{name}.npz"
             if frozen.is_file():
@@ -382,7 +382,7 @@ def _check_folders(config: BenchConfig, bench: schema.BenchFile) -> None:
             raise BenchError(f"datasets.{name}: expected an image folder with one sub-folder per class at "
                              f"{folder}, found {'a file' if folder.exists() else 'nothing'} (and no frozen "
                              f"sample {frozen})")
-        _, classes, per_class = _folder_listing(name, raw, base)
+        _, classes, per_class = folder_listing(name, raw, base)
         total = sum(len(images) for images in per_class)
         for task in users:
             _expect(task.n_classes == len(classes),

@@ -558,11 +558,11 @@ def _load_galaxy_mnist(name: str, spec: dict, files: dict[str, _FileEntry], root
     return [Sample(id=str(i), image=images[i], label=int(labels[i])) for i in range(n)]
 
 
-def _folder_listing(name: str, spec: dict, base_dir: Path | None
+def folder_listing(name: str, spec: dict, base_dir: Path | None
                     ) -> tuple[Path, list[str], list[list[Path]]]:
     """The folder, its classes (index = label) and each class's images, sorted by name."""
     where = f"datasets.{name}"
-    folder = _folder_path(spec, base_dir)
+    folder = folder_path(spec, base_dir)
     if not folder.is_dir():
         raise BenchError(f"{where}: expected an image folder with one sub-folder per class at "
                          f"{folder}, found {'a file' if folder.exists() else 'nothing'}")
@@ -590,7 +590,8 @@ def _folder_listing(name: str, spec: dict, base_dir: Path | None
     return folder, classes, per_class
 
 
-def _folder_path(spec: dict, base_dir: Path | None) -> Path:
+def folder_path(spec: dict, base_dir: Path | None) -> Path:
+    """A folder dataset's folder: ``path``, relative ones against ``base_dir`` (the config file's folder)."""
     folder = Path(spec["path"]).expanduser()
     if not folder.is_absolute():
         folder = Path(base_dir if base_dir is not None else spec.get("_base_dir", ".")) / folder
@@ -615,9 +616,9 @@ def folder_manifest(name: str, spec: dict, *, base_dir: Path | None = None,
     if fmt != "folder":
         raise BenchError(f"datasets.{name}: expected format 'folder' for a folder manifest, "
                          f"found {fmt!r}")
-    if not required and not _folder_path(spec, base_dir).exists():
+    if not required and not folder_path(spec, base_dir).exists():
         return None
-    folder, classes, per_class = _folder_listing(name, spec, base_dir)
+    folder, classes, per_class = folder_listing(name, spec, base_dir)
     entries = sorted((p.relative_to(folder).as_posix(), c, file_digest(p, "sha256"))
                      for c, imgs in zip(classes, per_class) for p in imgs)
     blob = json.dumps({"classes": classes, "images": entries}, separators=(",", ":"))
@@ -665,7 +666,7 @@ def pil_to_rgb8(im: Image.Image, *, source: str) -> np.ndarray:
 def _load_folder(name: str, spec: dict, *, limit: int | None, base_dir: Path | None) -> list[Sample]:
     from PIL import Image
 
-    folder, _, per_class = _folder_listing(name, spec, base_dir)
+    folder, _, per_class = folder_listing(name, spec, base_dir)
     order: list[tuple[int, Path]] = []
     for rank in range(max(len(imgs) for imgs in per_class)):
         order.extend((label, imgs[rank]) for label, imgs in enumerate(per_class) if rank < len(imgs))
