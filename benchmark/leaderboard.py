@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -10,9 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmark.core import write_atomic
-from benchmark.resources import builtin_path
 from benchmark.metrics import Scores, merge_predictions, predictions_from_confusion, score
+from benchmark.resources import builtin_path
 
 PUBLISHED = builtin_path("published.toml")
 
@@ -117,8 +115,3 @@ def results_document(results: Sequence[Any], *, sources: Sequence[Path] = (),
                       "metrics": p.scores.to_json() if p.scores else None} for p in pub],
         },
     }
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that a crash never leaves a half-written file."""
-    write_atomic(path, json.dumps(data, indent=1) + "\n")

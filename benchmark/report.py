@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import io
 import re
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from typing import Any
 
 from benchmark.compare import COMPARISON_HEADERS, Baseline, Comparison, comparison_rows
 from benchmark.leaderboard import (PUBLISHED, PUBLISHED_HEADERS, load_published, published_rows,
-                                   results_document, verdict, write_json_atomic)
+                                   results_document, verdict)
 from benchmark.leaderboard import fmt_num as _f
 from benchmark.metrics import estimate_cost, roc_auc, row_normalised
 from benchmark.core import BenchError, write_atomic
@@ -224,7 +225,7 @@ class Report:
         """
         written = []
         if json_path:
-            write_json_atomic(Path(json_path), self.document(sources=sources))
+            write_atomic(Path(json_path), json.dumps(self.document(sources=sources), indent=1) + "\n")
             written.append(Path(json_path))
         failed: list[tuple[Path, Exception]] = []
         for path, render in ((md_path, self.markdown), (html_path, self.html)):

@@ -20,7 +20,7 @@ pytest.importorskip("transformers")
 
 from benchmark.config import ModelConfig  # noqa: E402
 from benchmark.providers import PROVIDERS  # noqa: E402
-from benchmark.providers.hf import INSTALL_HINT, TransformersProvider, mode_agreement  # noqa: E402
+from benchmark.providers.hf import INSTALL_HINT, TransformersProvider  # noqa: E402
 from benchmark.recording import Recording, answer_requests  # noqa: E402
 from benchmark.core import Answer, BenchError, Request  # noqa: E402
 from tests.tiny_llava import IMAGE_TOKEN, StubExtractor, build_tiny_llava  # noqa: E402
@@ -104,15 +104,6 @@ def test_both_mode_paper_format_batches_and_meta(tiny_llava: Path, requests: lis
         assert set(a.meta) == {"generate_label", "score_label", "agree"}
         assert a.meta["agree"] == (a.meta["generate_label"] == a.label)
         assert a.usage["completion_tokens"] == 4
-    assert mode_agreement(eight) == sum(a.meta["agree"] for a in eight) / len(eight)
-
-
-def test_mode_agreement() -> None:
-    def ans(g: int | None, s: int) -> Answer:
-        return Answer("x", raw="", label=s, meta={"generate_label": g, "score_label": s, "agree": g == s})
-
-    assert mode_agreement([ans(1, 1), ans(0, 1), ans(None, 1), ans(2, 2)]) == 0.5
-    assert mode_agreement([Answer("x", raw="1", label=1)]) is None
 
 
 def test_on_answer_called_per_batch(tiny_llava: Path, requests: list[Request]) -> None:

@@ -84,20 +84,6 @@ def settings_from(model: Any, bench: Any = None) -> dict[str, Any]:
     return s
 
 
-def mode_agreement(answers: Sequence[Answer]) -> float | None:
-    """Fraction of both-mode answers whose generate and score labels both exist and agree.
-
-    Answers without both labels count as disagreeing; None when no answer has
-    both-mode meta.
-    """
-    both = [a for a in answers if "score_label" in a.meta]
-    if not both:
-        return None
-    agree = sum(1 for a in both if a.meta.get("generate_label") is not None
-                and a.meta.get("generate_label") == a.meta.get("score_label"))
-    return agree / len(both)
-
-
 class TransformersProvider:
     """A local image-text-to-text model (LLaVA-NeXT) in generate and/or score mode.
 
