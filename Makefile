@@ -41,9 +41,11 @@ endif
 bench: $(STAMP)
 	$(BIN)/python -m pytest cases --record-mode $(RECORD_MODE) --bench-results $(RESULTS) $(ARGS)
 
-# tests/perf run once, at toy size, untimed (--benchmark-disable in pyproject's addopts).
+# tests/perf run once, at toy size, untimed (--benchmark-disable in pyproject's addopts);
+# the tests run on every core (pytest-xdist), TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest tests $(ARGS)
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) $(ARGS)
 
 perf: $(STAMP)
 	$(BIN)/python -m pytest tests/perf --benchmark-enable \
