@@ -1,5 +1,6 @@
-"""Cases and the benchmark session: plan task x model x prompt cases, run
-them (sharing datasets, providers and predictions), collect results."""
+"""The benchmark session: run planned cases (``benchmark.planning``), sharing
+samples, providers and answers between them, and collect their results
+(``benchmark.results``). Recording is ``benchmark.recording``'s business."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import hashlib
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import BenchConfig, ModelConfig, TaskConfig, check_prompt, safe_join
-from benchmark.metrics import Scores, merge_predictions, merge_probs, score
-from benchmark.parsing import parse_answer
+from benchmark.config import BenchConfig, ModelConfig, TaskConfig, safe_join
 from benchmark.core import Answer, BenchError, Request, Sample
+from benchmark.metrics import merge_predictions, merge_probs, score
+from benchmark.parsing import explain_answer
+from benchmark.planning import Case, is_default_prompt, plan_cases
+from benchmark.results import CaseResult, Prediction
 from benchmark.extraction import apply_extraction, extraction_requests
 from benchmark.frozen import samples_digest
 from benchmark.progress import Progress
@@ -22,136 +25,6 @@ from benchmark.recording import RECORD_MODES, Scrubber
 
 CASSETTES_ENV = "ASTROBENCH_CASSETTE_DIR"
 DEFAULT_CASSETTES = Path("cassettes")  # relative to the project (the plugin passes pytest's rootdir)
-
-
-@dataclass(frozen=True)
-class Case:
-    task: TaskConfig
-    model: ModelConfig
-    prompt: str
-    default_prompt: bool = True
-
-    @property
-    def id(self) -> str:
-        base = f"{self.task.name}-{self.model.name}"
-        return base if self.default_prompt else f"{base}-{self.prompt}"
-
-
-def _select(kind: str, wanted: list[str] | None, known: dict[str, Any]) -> list[str]:
-    unknown = [w for w in wanted or [] if w not in known]
-    if unknown:
-        raise BenchError(f"unknown {kind} {', '.join(map(repr, unknown))}; known {kind}s: "
-                         f"{', '.join(sorted(known))}")
-    return list(wanted) if wanted else list(known)
-
-
-def plan_cases(
-    config: BenchConfig,
-    *,
-    tasks: list[str] | None = None,
-    models: list[str] | None = None,
-    prompts: list[str] | None = None,
-) -> list[Case]:
-    """Every selected task x model x prompt variant.
-
-    Without ``models``, only models with ``enabled = true`` run; naming a
-    model runs it even if disabled. A model's ``prompts`` list replaces the
-    task's variants (e.g. the LLaVA wording of the paper's prompts).
-    """
-    task_names = _select("task", tasks, config.tasks)
-    model_names = _select("model", models, config.models)
-    if not models:
-        model_names = [m for m in model_names if config.models[m].enabled]
-    cases: list[Case] = []
-    for m in model_names:
-        model = config.models[m]
-        for t in task_names:
-            task = config.tasks[t]
-            base = config.base_task(task)
-            variants = list(model.prompts or base.prompts)
-            for variant in variants:
-                check_prompt(base, variant)
-            chosen = [v for v in variants if not prompts or v in prompts]
-            for variant in chosen:
-                cases.append(Case(task, model, variant, default_prompt=variant == variants[0]))
-    if prompts:
-        seen = {c.prompt for c in cases}
-        missing = [p for p in prompts if p not in seen]
-        if missing:
-            raise BenchError(f"unknown prompt variant(s) {missing} for the selected tasks and "
-                             f"models; variants in use: {sorted(seen) or 'none'}")
-    return cases
-
-
-@dataclass
-class CaseResult:
-    case_id: str
-    task: str
-    model: str
-    model_id: str
-    prompt: str
-    classes: list[str]
-    scores: Scores
-    threshold: float | None
-    threshold_note: str
-    predictions: list[dict[str, Any]]
-    wall_s: float
-    usage: dict[str, int] = field(default_factory=dict)
-    derived_from: str | None = None
-    cached: int = 0  # answers replayed from the case's recording, not asked live
-    prompt_sha256: str = ""  # of the prompt text sent
-    sample_sha256: str = ""  # over the sample's (id, label, image sha256), in order
-
-    @property
-    def passed(self) -> bool | None:
-        """None when the case has no threshold (a measurement only)."""
-        if self.threshold is None:
-            return None
-        return self.scores.accuracy >= self.threshold
-
-    def describe(self) -> str:
-        s = self.scores
-        thr = "none" if self.threshold is None else f"{self.threshold:.3f}"
-        return (f"{self.case_id}: task {self.task}, model {self.model}, prompt {self.prompt}: "
-                f"accuracy {s.accuracy:.4f} (95% CI {s.ci_low:.4f}-{s.ci_high:.4f}), "
-                f"threshold {thr}, n={s.n}, unparseable {s.unparseable}")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "case_id": self.case_id,
-            "task": self.task,
-            "model": self.model,
-            "model_id": self.model_id,
-            "prompt": self.prompt,
-            "derived_from": self.derived_from,
-            "classes": self.classes,
-            "threshold": self.threshold,
-            "threshold_note": self.threshold_note,
-            "passed": self.passed,
-            "wall_s": self.wall_s,
-            "usage": self.usage,
-            "cached": self.cached,
-            "prompt_sha256": self.prompt_sha256,
-            "sample_sha256": self.sample_sha256,
-            "metrics": self.scores.to_json(),
-            "predictions": self.predictions,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CaseResult:
-        """Inverse of :meth:`to_json` (e.g. results sent back by xdist workers)."""
-        known = set(Scores.__dataclass_fields__)
-        return cls(
-            case_id=data["case_id"], task=data["task"], model=data["model"], model_id=data["model_id"],
-            prompt=data["prompt"], classes=list(data["classes"]),
-            scores=Scores(**{k: v for k, v in data["metrics"].items() if k in known}),
-            threshold=data.get("threshold"), threshold_note=data.get("threshold_note", ""),
-            predictions=list(data["predictions"]), wall_s=float(data["wall_s"]),
-            usage=dict(data.get("usage") or {}), derived_from=data.get("derived_from"),
-            cached=int(data.get("cached") or 0),
-            prompt_sha256=str(data.get("prompt_sha256") or ""),
-            sample_sha256=str(data.get("sample_sha256") or ""),
-        )
 
 
 @dataclass
@@ -254,7 +127,7 @@ class BenchSession:
     def _record_command(self, task: TaskConfig, model: ModelConfig, prompt: str) -> str:
         """The command that records this case (without --record-mode)."""
         parts = [self.command_hint, f"--bench-task {task.name}", f"--bench-model {model.name}"]
-        if prompt not in (model.prompts or task.prompts)[:1]:
+        if not is_default_prompt(task, model, prompt):
             parts.append(f"--bench-prompt {prompt}")
         if self.limit is not None:
             parts.append(f"--bench-limit {self.limit}")
@@ -281,7 +154,7 @@ class BenchSession:
         text = task.prompt_text(prompt)
         requests = [Request(s.id, text, s.image, task.n_classes, s.sha256) for s in samples]
         provider = self.provider(model)
-        label = f"{task.name}/{model.name}" + ("" if prompt == (model.prompts or task.prompts)[0] else f"/{prompt}")
+        label = f"{task.name}/{model.name}" + ("" if is_default_prompt(task, model, prompt) else f"/{prompt}")
         command = self._record_command(task, model, prompt)
         recording = (nullcontext(None) if self.record_mode is None else
                      Recording(self.recording_path(task, model, prompt), mode=self.record_mode,
@@ -317,7 +190,8 @@ class BenchSession:
         wall = time.perf_counter() - start
         for a in answers.values():
             if a.label is None and a.refusal is None:
-                a.label = parse_answer(a.raw, task.n_classes)
+                parsed = explain_answer(a.raw, task.n_classes)
+                a.label, a.meta["reason"] = parsed.label, parsed.reason
         self._predictions[key] = _Predictions(samples, answers, wall)
         return self._predictions[key]
 
@@ -352,16 +226,9 @@ class BenchSession:
         for a in preds.answers.values() if task.derived_from is None else ():
             for k, v in a.usage.items():  # a derived task made no calls of its own
                 usage[k] = usage.get(k, 0) + int(v)
-        predictions = [
-            {"sample_id": s.id, "true": t, "raw": self.scrub(preds.answers[s.id].raw), "parsed": p,
-             **({"refusal": self.scrub(preds.answers[s.id].refusal)} if preds.answers[s.id].refusal else {}),
-             **({"probs": preds.answers[s.id].probs if task.merge is None
-                 else merge_probs(preds.answers[s.id].probs, task.merge_map())}
-                if preds.answers[s.id].probs else {}),
-             **{k: preds.answers[s.id].meta[k] for k in ("generate_label", "score_label")
-                if k in preds.answers[s.id].meta and task.merge is None}}
-            for s, t, p in zip(preds.samples, y_true, y_pred)
-        ]
+        merge = task.merge_map() if task.merge is not None else None
+        predictions = [self._prediction(s, t, p, preds.answers[s.id], merge)
+                       for s, t, p in zip(preds.samples, y_true, y_pred)]
         tkey = (task.name, case.model.name, case.prompt)
         result = CaseResult(
             case_id=case.id,
@@ -385,3 +252,22 @@ class BenchSession:
         )
         self.results.append(result)
         return result
+
+    def _prediction(self, sample: Sample, true: int, parsed: int | None, answer: Answer,
+                    merge: list[int] | None) -> Prediction:
+        """One sample's record in the results (keys in scrubbed text, merged classes applied)."""
+        out: Prediction = {"sample_id": sample.id, "true": true, "raw": self.scrub(answer.raw), "parsed": parsed}
+        if "reason" in answer.meta:
+            out["reason"] = answer.meta["reason"]
+        if answer.refusal:
+            out["refusal"] = self.scrub(answer.refusal)
+        if answer.probs:
+            out["probs"] = answer.probs if merge is None else merge_probs(answer.probs, merge)
+        if merge is None:
+            for k in ("generate_label", "score_label"):
+                if k in answer.meta:
+                    out[k] = answer.meta[k]  # type: ignore[literal-required]
+        return out
+
+
+__all__ = ["BenchSession", "Case", "CaseResult", "plan_cases"]  # planning and results are re-exported here

@@ -136,8 +136,10 @@ def test_full_run_exact_accuracies_leaderboard_and_json(world):
     assert cases["morphology-gpt-4o"]["usage"] == {"prompt_tokens": 1200, "completion_tokens": 60}
     assert cases["morphology-merged-gpt-4o"]["usage"] == {}
     preds = {p["sample_id"]: p for p in cases["lsbg-gpt-4o"]["predictions"]}
-    assert preds["5"] == {"sample_id": "5", "true": 1, "raw": "**Category 0**", "parsed": 0}
+    assert preds["5"] == {"sample_id": "5", "true": 1, "raw": "**Category 0**", "parsed": 0,
+                          "reason": "category 0 mentioned"}
     assert preds["6"]["parsed"] is None and preds["6"]["raw"] == "I cannot tell from this image."
+    assert preds["6"]["reason"] == "no class number found"
     assert preds["2"]["raw"] == "The image belongs to category 0." and preds["2"]["parsed"] == 0
     assert cases["lsbg-gpt-4o"]["passed"] is True  # 0.80 >= 0.80
     assert cases["morphology-merged-gpt-4o"]["passed"] is False  # 0.75 < 0.85
