@@ -197,9 +197,8 @@ class BenchSession:
 
     def _need_live(self, provider: Any, model: ModelConfig) -> None:
         if not provider.can_call_live():
-            from benchmark.providers.openai_chat import missing_key_message
-
-            raise BenchError(missing_key_message(model.name, provider.settings["api_key_env"]))
+            reason = getattr(provider, "why_not_live", lambda: "")()
+            raise BenchError(reason or f"model {model.name!r} cannot be asked live")
 
     # -- cases --------------------------------------------------------------
     def run(self, case: Case) -> CaseResult:

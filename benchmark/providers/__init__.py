@@ -32,7 +32,8 @@ class Provider(Protocol):
         ...
 
     def can_call_live(self) -> bool:
-        """False when live calls are impossible (e.g. no API key); replay still works."""
+        """False when live calls are impossible (e.g. no API key); replay still works.
+        A provider may say why in ``why_not_live() -> str``."""
         ...
 
     def classify(

@@ -94,6 +94,9 @@ class OpenAIChatProvider:
     def can_call_live(self) -> bool:
         return self.has_key
 
+    def why_not_live(self) -> str:
+        return missing_key_message(self.name, self.settings["api_key_env"])
+
     def request_body(self, request: Request, *, image_ref: bool = False) -> dict[str, Any]:
         """The chat-completions JSON; ``image_ref`` puts the image's sha256 in
         place of its data URL (the canonical form recordings are keyed by)."""
