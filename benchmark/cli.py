@@ -54,6 +54,8 @@ it came from (source_file, source_created) and the other files that held it."""
 
 
 def build_parser(prog: str = "astrobench") -> argparse.ArgumentParser:
+    from benchmark.results import RESULTS_SCHEMA
+
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=raw)
     parser.add_argument("--bench-config", default=None, metavar="TOML",
@@ -78,7 +80,7 @@ def build_parser(prog: str = "astrobench") -> argparse.ArgumentParser:
                                         "into one leaderboard.",
                             epilog=REPORT_EPILOG, formatter_class=raw)
     report.add_argument("results", nargs="+", type=Path, metavar="RESULTS_JSON",
-                        help="results files (schema astrobench-results/1), any number")
+                        help=f"results files (schema {RESULTS_SCHEMA}), any number")
     report.add_argument("--md", type=Path, metavar="PATH", help="write the leaderboard as Markdown (default: none)")
     report.add_argument("--html", type=Path, metavar="PATH",
                         help="write a self-contained HTML page with confusion matrices (default: none)")
@@ -136,14 +138,13 @@ def _freeze(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from benchmark.leaderboard import render_text
     from benchmark.merge import MergedReport, load_results
 
     files = [load_results(p) for p in args.results]
     report, notes = MergedReport.from_files(files, keep=args.keep)
     for note in notes:
         print(note, file=sys.stderr)
-    print(render_text(report.results))
+    print(report.text())
     print()
     print(report.sources_text())
     for path in report.write(json_path=args.json, md_path=args.md, html_path=args.html):

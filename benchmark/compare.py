@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmark.core import BenchError
+from benchmark.results import RESULTS_SCHEMA, CaseResult
 
-SCHEMA = "astrobench-results/1"
 DEFAULT_ALPHA = 0.05
 
 
@@ -87,15 +87,15 @@ class Comparison:
                 "alpha": self.alpha, "regression": self.regression}
 
 
-def _correct(predictions: Iterable[dict[str, Any]]) -> dict[str, bool]:
+def _correct(predictions: Iterable[Mapping[str, Any]]) -> dict[str, bool]:
     return {str(p["sample_id"]): p.get("parsed") is not None and p.get("parsed") == p.get("true")
             for p in predictions}
 
 
 def compare_predictions(
     case_id: str,
-    predictions: Sequence[dict[str, Any]],
-    baseline_predictions: Sequence[dict[str, Any]] | None,
+    predictions: Sequence[Mapping[str, Any]],
+    baseline_predictions: Sequence[Mapping[str, Any]] | None,
     *,
     alpha: float = DEFAULT_ALPHA,
 ) -> Comparison:
@@ -133,9 +133,9 @@ class Baseline:
             raise BenchError(f"{where}: file not found; expected a previous --bench-results JSON") from None
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise BenchError(f"{where}: expected a results JSON, found unreadable/invalid JSON ({exc})") from None
-        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        if not isinstance(doc, dict) or doc.get("schema") != RESULTS_SCHEMA:
             found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-            raise BenchError(f"{where}: expected schema {SCHEMA!r}, found {found!r}")
+            raise BenchError(f"{where}: expected schema {RESULTS_SCHEMA!r}, found {found!r}")
         cases = doc.get("cases")
         if not isinstance(cases, list):
             raise BenchError(f"{where}: expected 'cases' as a list, found {type(cases).__name__}")
@@ -151,8 +151,7 @@ class Baseline:
             out[case["case_id"]] = preds
         return cls(path, out)
 
-    def compare(self, result: Any, *, alpha: float = DEFAULT_ALPHA) -> Comparison:
-        """``result``: a CaseResult (anything with case_id and predictions)."""
+    def compare(self, result: CaseResult, *, alpha: float = DEFAULT_ALPHA) -> Comparison:
         return compare_predictions(result.case_id, result.predictions, self.cases.get(result.case_id),
                                    alpha=alpha)
 

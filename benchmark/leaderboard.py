@@ -1,16 +1,23 @@
-"""Leaderboard rendering: measured rows, published reference rows, JSON."""
+"""The data of a leaderboard: the published reference rows (``published.toml``),
+the cells of a measured or published row, and the results JSON document.
+
+Rendering (terminal table, detail, Markdown, HTML) is :class:`benchmark.report.Report`'s;
+this module holds no layout beyond how one number or one row is written.
+"""
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from benchmark.metrics import Scores, merge_predictions, predictions_from_confusion, score
 from benchmark.resources import builtin_path
+from benchmark.results import RESULTS_SCHEMA, CaseResult
 
 PUBLISHED = builtin_path("published.toml")
 
@@ -28,8 +35,23 @@ class PublishedRow:
     scores: Scores | None = None  # when a confusion matrix was published
 
 
-def load_published(path: Path = PUBLISHED) -> tuple[str, list[PublishedRow]]:
-    """The citation and the published rows; metrics from confusion matrices where given."""
+class Published(NamedTuple):
+    """``published.toml``: the citation and the rows (unpacks as ``citation, rows``)."""
+
+    citation: str
+    rows: tuple[PublishedRow, ...]
+
+
+def load_published(path: Path | str = PUBLISHED) -> Published:
+    """The citation and the published rows; metrics from confusion matrices where given.
+
+    Each file is parsed once per process; every call for it returns the same (immutable) object.
+    """
+    return _parse_published(Path(path).resolve())
+
+
+@functools.cache
+def _parse_published(path: Path) -> Published:
     with open(path, "rb") as fh:
         data = tomllib.load(fh)
     matrices: dict[tuple[str, str], list[list[int]]] = {}
@@ -50,9 +72,10 @@ def load_published(path: Path = PUBLISHED) -> tuple[str, list[PublishedRow]]:
             rows.append(PublishedRow(row["task"], row["model"], s.accuracy, row["source"], s))
         else:
             rows.append(PublishedRow(row["task"], row["model"], float(row["accuracy"]), row["source"]))
-    return data["citation"], rows
+    return Published(data["citation"], tuple(rows))
 
 
+# -- cells ---------------------------------------------------------------------------
 def fmt_num(x: float | None, digits: int = 3) -> str:
     """A number for a table; "-" when there is none."""
     return "-" if x is None else f"{x:.{digits}f}"
@@ -62,18 +85,22 @@ def verdict(passed: bool | None) -> str:
     return {True: "pass", False: "FAIL", None: "-"}[passed]
 
 
-def measured_rows(results: Iterable[Any]) -> list[list[str]]:
-    rows = []
-    for r in results:
-        s = r.scores
-        rows.append([r.task, r.model, r.prompt, str(s.n), fmt_num(s.accuracy),
-                     f"{s.ci_low:.3f}-{s.ci_high:.3f}", fmt_num(s.macro_f1), str(s.unparseable),
-                     str(s.refused),
-                     fmt_num(r.threshold, 2), verdict(r.passed)])
-    return rows
+def measured_cells(r: CaseResult) -> dict[str, str]:
+    """One case's cells under :data:`MEASURED_HEADERS`."""
+    s = r.scores
+    return {"task": r.task, "model": r.model, "prompt": r.prompt, "n": str(s.n), "accuracy": fmt_num(s.accuracy),
+            "95% CI": f"{s.ci_low:.3f}-{s.ci_high:.3f}", "macro-F1": fmt_num(s.macro_f1),
+            "unparseable": str(s.unparseable), "refused": str(s.refused), "threshold": fmt_num(r.threshold, 2),
+            "result": verdict(r.passed)}
+
+
+def measured_rows(results: Iterable[CaseResult]) -> list[list[str]]:
+    """The rows of the compact measured table (:data:`MEASURED_HEADERS`)."""
+    return [[cells[h] for h in MEASURED_HEADERS] for cells in map(measured_cells, results)]
 
 
 def published_rows(rows: Iterable[PublishedRow], tasks: set[str] | None = None) -> list[list[str]]:
+    """The rows of the published table (:data:`PUBLISHED_HEADERS`), only ``tasks`` if given."""
     out = []
     for p in rows:
         if tasks is not None and p.task not in tasks:
@@ -85,28 +112,15 @@ def published_rows(rows: Iterable[PublishedRow], tasks: set[str] | None = None) 
     return out
 
 
-def render_text(results: Sequence[Any], *, published: Path = PUBLISHED, fmt: str = "simple") -> str:
-    """The end-of-session leaderboard: measured table, then published table."""
-    from tabulate import tabulate
-
-    citation, pub = load_published(published)
-    tasks = {r.task for r in results}
-    parts = ["Measured (accuracy counts unparseable answers and refusals as wrong; 95% CI: Wilson)",
-             tabulate(measured_rows(results), headers=MEASURED_HEADERS, tablefmt=fmt,
-                      disable_numparse=True)]
-    ref = published_rows(pub, tasks)
-    if ref:
-        parts += ["", f"Published reference rows (not measured here): {citation}",
-                  tabulate(ref, headers=PUBLISHED_HEADERS, tablefmt=fmt, disable_numparse=True)]
-    return "\n".join(parts)
-
-
-def results_document(results: Sequence[Any], *, sources: Sequence[Path] = (),
-                     published: Path = PUBLISHED) -> dict[str, Any]:
-    citation, pub = load_published(published)
+# -- the results JSON -------------------------------------------------------------------
+def results_document(results: Sequence[CaseResult], *, sources: Sequence[Path] = (),
+                     published: Path | Published = PUBLISHED) -> dict[str, Any]:
+    """The results JSON (schema :data:`~benchmark.results.RESULTS_SCHEMA`): cases with their
+    per-sample predictions, and the published rows (``published``: a path, or rows already loaded)."""
+    citation, pub = published if isinstance(published, Published) else load_published(published)
     return {
-        "schema": "astrobench-results/1",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "schema": RESULTS_SCHEMA,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "config_sources": [str(s) for s in sources],
         "cases": [r.to_json() for r in results],
         "published": {
@@ -115,3 +129,15 @@ def results_document(results: Sequence[Any], *, sources: Sequence[Path] = (),
                       "metrics": p.scores.to_json() if p.scores else None} for p in pub],
         },
     }
+
+
+def results_from_document(doc: dict[str, Any]) -> list[CaseResult]:
+    """CaseResults back from a results JSON document (inverse of :func:`results_document`)."""
+    return [CaseResult.from_json(c) for c in doc["cases"]]
+
+
+def render_text(results: Sequence[CaseResult], *, published: Path = PUBLISHED, fmt: str = "simple") -> str:
+    """The end-of-session leaderboard table: :meth:`benchmark.report.Report.text` of ``results``."""
+    from benchmark.report import Report  # the renderer; report imports this module
+
+    return Report(list(results), published=published).text(fmt=fmt)

@@ -17,10 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmark.compare import SCHEMA
 from benchmark.core import BenchError
 from benchmark.report import Report
-from benchmark.session import CaseResult
+from benchmark.results import RESULTS_SCHEMA, CaseResult
 
 REQUIRED = ("case_id", "task", "model", "model_id", "prompt", "classes", "metrics", "predictions", "wall_s")
 
@@ -52,9 +51,9 @@ def load_results(path: Path | str) -> ResultsFile:
                          f"(pytest cases --bench-results PATH)") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise BenchError(f"{path}: expected a results JSON, found unreadable or invalid JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+    if not isinstance(doc, dict) or doc.get("schema") != RESULTS_SCHEMA:
         found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
-        raise BenchError(f"{path}: expected schema {SCHEMA!r}, found {found!r}")
+        raise BenchError(f"{path}: expected schema {RESULTS_SCHEMA!r}, found {found!r}")
     if not isinstance(doc.get("cases"), list):
         raise BenchError(f"{path}: expected 'cases' as a list, found {type(doc.get('cases')).__name__}")
     cases = []
@@ -197,7 +196,7 @@ class MergedReport(Report):
                 for p, c, ids in self.sources()]
         return super().markdown() + "\n## Sources\n\n" + "\n".join(rows) + "\n"
 
-    def html(self, *, title: str = "astrobench leaderboard") -> str:
+    def html(self, *, title: str = "astrobench leaderboard", extra: Sequence[str] = ()) -> str:
         items = "".join(f"<li><code>{html.escape(p)}</code> (created {html.escape(c)}): "
                         f"{html.escape(', '.join(ids) or 'no case kept')}</li>" for p, c, ids in self.sources())
-        return super().html(title=title, extra=[f"<h2>Sources</h2>\n<ul class=\"sources\">{items}</ul>"])
+        return super().html(title=title, extra=[f"<h2>Sources</h2>\n<ul class=\"sources\">{items}</ul>", *extra])

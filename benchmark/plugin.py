@@ -16,6 +16,7 @@ from benchmark.core import BenchError, DatasetUnavailable
 _SESSION = pytest.StashKey["object"]()
 _BASELINE = pytest.StashKey["object"]()
 _WRITE_ERROR = pytest.StashKey[str]()
+_REPORT = pytest.StashKey["object"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -87,10 +88,15 @@ def _load_baseline(config: pytest.Config) -> None:
 
 
 def _report(config: pytest.Config, bench):
-    from benchmark.report import Report
+    """The run's one Report (every output is rendered from it), built on first use: at
+    sessionfinish, after xdist merged the workers' results, and reused by the terminal
+    summary, which pytest calls after sessionfinish."""
+    if _REPORT not in config.stash:
+        from benchmark.report import Report
 
-    return Report.build(bench.results, config=bench.config, baseline=config.stash.get(_BASELINE, None),
-                        alpha=config.option.bench_alpha)
+        config.stash[_REPORT] = Report.build(bench.results, config=bench.config, alpha=config.option.bench_alpha,
+                                             baseline=config.stash.get(_BASELINE, None))
+    return config.stash[_REPORT]
 
 
 def _cases(config: pytest.Config) -> list:
@@ -245,16 +251,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     bench = config.stash.get(_SESSION, None)
     if bench is None or not bench.results or hasattr(config, "workerinput"):
         return
-    from benchmark.compare import render_comparison
-    from benchmark.leaderboard import render_text
-
     opt = config.option
+    report = _report(config, bench)  # the one built at sessionfinish
     terminalreporter.write_sep("=", "astrobench leaderboard")
-    terminalreporter.write_line(render_text(bench.results))
-    report = _report(config, bench)
-    if report.comparisons is not None:
-        terminalreporter.write_line("")
-        terminalreporter.write_line(render_comparison(report.comparisons, opt.bench_baseline))
+    terminalreporter.write_line(report.text())  # measured, published, and against the baseline
     if opt.bench_detail:
         terminalreporter.write_sep("-", "astrobench detail")
         terminalreporter.write_line(report.detail())
@@ -277,8 +277,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.config.workeroutput["astrobench"] = json.dumps([r.to_json() for r in bench.results])
         return
     if bench.results:
+        report = _report(session.config, bench)  # built once, here; the terminal summary reuses it
         try:
-            _report(session.config, bench).write(
+            report.write(
                 json_path=opt.bench_results and Path(opt.bench_results), md_path=opt.bench_md and Path(opt.bench_md),
                 html_path=opt.bench_html and Path(opt.bench_html), sources=bench.config.sources)
         except BenchError as exc:  # the JSON is written first; a failed report fails the run, visibly
@@ -302,7 +303,7 @@ def pytest_testnodedown(node, error) -> None:
     data = getattr(node, "workeroutput", {}).get("astrobench")
     if not data:
         return
-    from benchmark.session import CaseResult
+    from benchmark.results import CaseResult
 
     bench = _bench(node.config)
     bench.results.extend(CaseResult.from_json(d) for d in json.loads(data))

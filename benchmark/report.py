@@ -1,34 +1,43 @@
-"""Leaderboard reports beyond the compact terminal table: per-case detail
-(terminal), Markdown, a self-contained HTML page with confusion-matrix
-heatmaps, and the results JSON with per-case summaries.
+"""The leaderboard report: one :class:`Report` per run, built once, and every output
+rendered from it: the terminal table, the per-case detail, Markdown, a self-contained
+HTML page with confusion-matrix heatmaps, and the results JSON with per-case summaries.
 
-Every number is computed from ``CaseResult`` objects (or a results JSON read
-back with ``CaseResult.from_json``), so a report can be rebuilt offline.
+The data (published rows, row cells, the results document) is :mod:`benchmark.leaderboard`'s.
+Every number is computed from ``CaseResult`` objects (or a results JSON read back with
+``CaseResult.from_json``), so a report can be rebuilt offline.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
 import io
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from benchmark.compare import COMPARISON_HEADERS, Baseline, Comparison, comparison_rows
-from benchmark.leaderboard import (PUBLISHED, PUBLISHED_HEADERS, load_published, published_rows,
-                                   results_document, verdict)
-from benchmark.leaderboard import fmt_num as _f
-from benchmark.metrics import estimate_cost, roc_auc, row_normalised
+from tabulate import tabulate
+
+from benchmark.compare import COMPARISON_HEADERS, Baseline, Comparison, comparison_rows, render_comparison
 from benchmark.core import BenchError, write_atomic
+from benchmark.leaderboard import (MEASURED_HEADERS, PUBLISHED, PUBLISHED_HEADERS, Published, load_published,
+                                   measured_cells, measured_rows, published_rows, results_document)
+from benchmark.leaderboard import fmt_num as _f
+from benchmark.leaderboard import results_from_document  # noqa: F401  (re-exported for callers)
+from benchmark.metrics import estimate_cost, roc_auc, row_normalised
+from benchmark.results import CaseResult, Prediction
+
+if TYPE_CHECKING:
+    from benchmark.config import BenchConfig
 
 CI_NOTE = "accuracy counts unparseable answers and refusals as wrong; 95% CI: Wilson score interval"
 FULL_HEADERS = ["task", "model", "prompt", "n", "accuracy", "95% CI", "macro-F1", "ROC-AUC",
                 "unparseable", "refused", "tokens in", "tokens out", "cost USD", "wall s", "img/s", "cached",
                 "threshold", "result"]
+PER_CLASS_HEADERS = ["class", "precision", "recall", "F1", "support"]
 COLUMN_HELP = {
     "n": "samples scored",
     "accuracy": "correct / n (unparseable and refused = wrong)",
@@ -50,25 +59,39 @@ COLUMN_HELP = {
 
 @dataclass
 class Report:
-    """What every renderer needs: results, prices, and the baseline comparison."""
+    """What every renderer needs: results, prices, the baseline comparison and the published rows.
 
-    results: list[Any]
+    Build it once per run (:meth:`build`) and render every output from it. ``reference`` is
+    ``published`` as loaded; when not given, it is loaded on first use and kept.
+    """
+
+    results: list[CaseResult]
     prices: dict[str, dict[str, float]] = field(default_factory=dict)  # model name -> prices
     comparisons: list[Comparison] | None = None
     baseline: str | None = None
     published: Path = PUBLISHED
+    reference: Published | None = None
 
     @classmethod
-    def build(cls, results: Sequence[Any], *, config: Any = None, baseline: Baseline | None = None,
-              alpha: float = 0.05, published: Path = PUBLISHED) -> Report:
-        prices = {}
+    def build(cls, results: Sequence[CaseResult], *, config: BenchConfig | None = None,
+              baseline: Baseline | None = None, alpha: float = 0.05, published: Path = PUBLISHED) -> Report:
+        """The report of ``results``: prices from ``config``, comparisons against ``baseline``,
+        and the published rows, read here once."""
+        prices: dict[str, dict[str, float]] = {}
         if config is not None:
-            prices = {name: m.settings.get("prices") for name, m in config.models.items()
+            prices = {name: m.settings["prices"] for name, m in config.models.items()
                       if isinstance(m.settings.get("prices"), dict)}
         comparisons = [baseline.compare(r, alpha=alpha) for r in results] if baseline else None
-        return cls(list(results), prices, comparisons, str(baseline.path) if baseline else None, published)
+        return cls(list(results), prices, comparisons, str(baseline.path) if baseline else None, published,
+                   load_published(published))
 
-    def summary(self, r: Any) -> dict[str, Any]:
+    def published_table(self) -> Published:
+        """The published citation and rows, loaded once per Report."""
+        if self.reference is None:
+            self.reference = load_published(self.published)
+        return self.reference
+
+    def summary(self, r: CaseResult) -> dict[str, Any]:
         """Per-case numbers beyond ``Scores``: ROC-AUC, tokens, cost, throughput, merges."""
         s = r.scores
         probs = [p.get("probs") for p in r.predictions]
@@ -83,7 +106,7 @@ class Report:
             "prices": self.prices.get(r.model),
             "wall_s": r.wall_s,
             "images_per_s": s.n / r.wall_s if r.wall_s > 0 else None,
-            "cached": getattr(r, "cached", 0),
+            "cached": r.cached,
             "confusion_row_normalised": row_normalised(s.confusion, s.unparseable_by_class),
             "merged_accuracy": merged,
             "mode_agreement": _mode_agreement(r.predictions),
@@ -94,18 +117,19 @@ class Report:
 
     # -- tables ---------------------------------------------------------------
     def headers(self) -> list[str]:
+        """The full table's headers (Markdown, HTML): :data:`FULL_HEADERS`, then the baseline's."""
         return FULL_HEADERS + (["Δacc", "McNemar p", "vs baseline"] if self.comparisons is not None else [])
 
     def rows(self) -> list[list[str]]:
+        """The full table's rows, under :meth:`headers`."""
         rows = []
         for r in self.results:
-            s, x = r.scores, self.summary(r)
-            row = [r.task, r.model, r.prompt, str(s.n), _f(s.accuracy), f"{s.ci_low:.3f}-{s.ci_high:.3f}",
-                   _f(s.macro_f1), _f(x["roc_auc"]), str(s.unparseable), str(s.refused),
-                   "-" if x["prompt_tokens"] is None else str(x["prompt_tokens"]),
-                   "-" if x["completion_tokens"] is None else str(x["completion_tokens"]),
-                   _f(x["cost_usd"], 4), _f(r.wall_s, 2), _f(x["images_per_s"], 1), str(x["cached"]),
-                   _f(r.threshold, 2), verdict(r.passed)]
+            x = self.summary(r)
+            cells = {**measured_cells(r), "ROC-AUC": _f(x["roc_auc"]),
+                     "tokens in": _count(x["prompt_tokens"]), "tokens out": _count(x["completion_tokens"]),
+                     "cost USD": _f(x["cost_usd"], 4), "wall s": _f(r.wall_s, 2),
+                     "img/s": _f(x["images_per_s"], 1), "cached": str(x["cached"])}
+            row = [cells[h] for h in FULL_HEADERS]
             if self.comparisons is not None:
                 c = self.comparison(r.case_id)
                 if c is None or c.status != "compared":
@@ -116,13 +140,28 @@ class Report:
         return rows
 
     def published_rows(self) -> tuple[str, list[list[str]]]:
-        citation, pub = load_published(self.published)
+        """The citation and the published rows of the tasks measured here."""
+        citation, pub = self.published_table()
         return citation, published_rows(pub, {r.task for r in self.results})
 
     # -- outputs ----------------------------------------------------------------
+    def text(self, *, fmt: str = "simple") -> str:
+        """The end-of-session terminal leaderboard: the compact measured table, the published
+        reference rows with the citation, then the baseline comparison when there is one."""
+        parts = ["Measured (accuracy counts unparseable answers and refusals as wrong; 95% CI: Wilson)",
+                 tabulate(measured_rows(self.results), headers=MEASURED_HEADERS, tablefmt=fmt,
+                          disable_numparse=True)]
+        citation, pub = self.published_rows()
+        if pub:
+            parts += ["", f"Published reference rows (not measured here): {citation}",
+                      tabulate(pub, headers=PUBLISHED_HEADERS, tablefmt=fmt, disable_numparse=True)]
+        if self.comparisons is not None:
+            parts += ["", render_comparison(self.comparisons, self.baseline or "", fmt=fmt)]
+        return "\n".join(parts)
+
     def document(self, *, sources: Sequence[Path] = ()) -> dict[str, Any]:
         """The results JSON: cases with per-sample predictions, plus summaries and the baseline."""
-        doc = results_document(self.results, sources=sources, published=self.published)
+        doc = results_document(self.results, sources=sources, published=self.published_table())
         for case, r in zip(doc["cases"], self.results):
             case["summary"] = self.summary(r)
         if self.comparisons is not None:
@@ -131,8 +170,6 @@ class Report:
 
     def detail(self) -> str:
         """Terminal detail: per case, per-class P/R/F1, confusion matrix, usage, timing."""
-        from tabulate import tabulate
-
         out: list[str] = []
         for r in self.results:
             s, x = r.scores, self.summary(r)
@@ -144,14 +181,10 @@ class Report:
             if x["mode_agreement"] is not None:
                 out.append(f"  generate and score modes agree on {x['mode_agreement']:.3f} of the images")
             cost = "-" if x["cost_usd"] is None else f"${x['cost_usd']:.4f}"
-            out.append(f"  tokens in {x['prompt_tokens'] if x['prompt_tokens'] is not None else '-'}, "
-                       f"out {x['completion_tokens'] if x['completion_tokens'] is not None else '-'}, "
+            out.append(f"  tokens in {_count(x['prompt_tokens'])}, out {_count(x['completion_tokens'])}, "
                        f"estimated cost {cost}; wall {r.wall_s:.2f} s, {_f(x['images_per_s'], 1)} img/s, "
                        f"{x['cached']} of {s.n} answers from the cache")
-            per_class = [[name, _f(s.precision[i]), _f(s.recall[i]), _f(s.f1[i]), str(s.support[i])]
-                         for i, name in enumerate(r.classes)]
-            out.append(_indent(tabulate(per_class, headers=["class", "precision", "recall", "F1", "support"],
-                                        disable_numparse=True)))
+            out.append(_indent(tabulate(_per_class_rows(r), headers=PER_CLASS_HEADERS, disable_numparse=True)))
             norm = x["confusion_row_normalised"]
             labels = [f"{i}:{c}" for i, c in enumerate(r.classes)]
             cm_rows = [[labels[i], *map(str, row), str(s.unparseable_by_class[i]),
@@ -164,8 +197,6 @@ class Report:
 
     def markdown(self) -> str:
         """GitHub-flavoured Markdown: measured table, baseline table, published table."""
-        from tabulate import tabulate
-
         parts = ["## Measured", "", f"_{CI_NOTE}._", "",
                  tabulate(self.rows(), headers=self.headers(), tablefmt="github", disable_numparse=True)]
         if self.comparisons is not None:
@@ -202,13 +233,11 @@ class Report:
             s = r.scores
             png = confusion_png(r.classes, s.confusion, s.unparseable_by_class,
                                 title=f"{r.case_id}: accuracy {s.accuracy:.3f}")
-            per_class = [[name, _f(s.precision[i]), _f(s.recall[i]), _f(s.f1[i]), str(s.support[i])]
-                         for i, name in enumerate(r.classes)]
             body += [f"<section class=\"case\" id=\"case-{_e(r.case_id)}\">",
                      f"<h3>{_e(r.case_id)}</h3>",
                      f"<img alt=\"confusion matrix of {_e(r.case_id)}\" "
                      f"src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">",
-                     _html_table(["class", "precision", "recall", "F1", "support"], per_class, None),
+                     _html_table(PER_CLASS_HEADERS, _per_class_rows(r), None),
                      "</section>"]
         body += list(extra)
         return (f"<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -245,23 +274,11 @@ class Report:
         return written
 
 
-def results_from_document(doc: dict[str, Any]) -> list[Any]:
-    """CaseResults back from a results JSON document."""
-    from benchmark.session import CaseResult
-
-    return [CaseResult.from_json(c) for c in doc["cases"]]
-
-
 def confusion_png(classes: Sequence[str], confusion: Sequence[Sequence[int]],
                   unparseable_by_class: Sequence[int] | None = None, *, title: str = "") -> bytes:
     """Heatmap PNG: colours row-normalised, cells annotated with counts (matplotlib, no pyplot)."""
     import numpy as np
-
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise BenchError("--bench-html expects matplotlib for the confusion-matrix heatmaps, found none; "
-                         "pip install matplotlib") from None
+    from matplotlib.figure import Figure  # imported here: only HTML reports draw
 
     unp = list(unparseable_by_class or [0] * len(classes))
     counts = np.asarray(confusion, dtype=int)
@@ -290,6 +307,17 @@ def confusion_png(classes: Sequence[str], confusion: Sequence[Sequence[int]],
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def _per_class_rows(r: CaseResult) -> list[list[str]]:
+    """Per class: name, precision, recall, F1, support (:data:`PER_CLASS_HEADERS`)."""
+    s = r.scores
+    return [[name, _f(s.precision[i]), _f(s.recall[i]), _f(s.f1[i]), str(s.support[i])]
+            for i, name in enumerate(r.classes)]
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else str(n)
 
 
 def _wrap(label: str, width: int = 14) -> str:
@@ -364,7 +392,7 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 """
 
 
-def _mode_agreement(predictions: list[dict[str, Any]]) -> float | None:
+def _mode_agreement(predictions: Sequence[Prediction]) -> float | None:
     """Share of images where a model run in both modes gave the same class
     (a missing generate label counts as disagreement); None if not run so."""
     both = [p for p in predictions if "score_label" in p]
