@@ -17,7 +17,7 @@ from PIL import Image
 
 from benchmark.datasets import default_cache_dir, fetch_dataset, file_digest, load_dataset
 from benchmark.core import BenchError, DatasetUnavailable
-from tests.file_server import (
+from tests.support.file_server import (
     FileServer,
     corrupted,
     galaxy_gz_bytes,

@@ -17,7 +17,7 @@ from PIL import Image
 from benchmark.core import BenchError, Sample
 from benchmark.datasets import load_dataset
 from benchmark.frozen import FORMAT, load_frozen, write_frozen
-from tests.file_server import npy_bytes
+from tests.support.file_server import npy_bytes
 
 SPEC = {"format": "lsbg-npy", "images": ["x.npy"], "labels": "y.npy",
         "files": {"x.npy": {"url": "http://127.0.0.1:9/x.npy", "checksum": "md5:" + "1" * 32},

@@ -20,10 +20,10 @@ pytest.importorskip("transformers")
 
 from benchmark.config import ModelConfig  # noqa: E402
 from benchmark.providers import PROVIDERS  # noqa: E402
-from benchmark.providers.hf import INSTALL_HINT, TransformersProvider  # noqa: E402
+from benchmark.providers.hf import INSTALL_HINT, SETTINGS, TransformersProvider  # noqa: E402
 from benchmark.recording import Recording, answer_requests  # noqa: E402
 from benchmark.core import Answer, BenchError, Request  # noqa: E402
-from tests.tiny_llava import IMAGE_TOKEN, StubExtractor, build_tiny_llava  # noqa: E402
+from tests.support.tiny_llava import IMAGE_TOKEN, StubExtractor, build_tiny_llava  # noqa: E402
 
 N_CLASSES = 4
 
@@ -266,8 +266,24 @@ def test_bad_settings(tiny_llava: Path, settings: dict[str, Any], message: str) 
                                                      settings=settings), bench=bench)
 
 
-def test_leaderboard_keys_are_accepted(tiny_llava: Path) -> None:
-    make(tiny_llava, label="LLaVA", prices={"input_per_mtok": 0.0})
+def test_leaderboard_keys_are_accepted_and_ignored_by_the_provider(tiny_llava: Path,
+                                                                   requests: list[Request]) -> None:
+    """``label`` and ``prices`` of a [models.NAME] table are for the reports: accepted, validated,
+    and no part of the provider's settings or of its recording keys."""
+    leaderboard = {"label": "LLaVA", "prices": {"input_per_mtok": 0.0, "output_per_mtok": 1.5}}
+    provider = make(tiny_llava, mode="score", batch_size=2, **leaderboard)
+    plain = make(tiny_llava, mode="score", batch_size=2)
+    assert provider.settings == {**SETTINGS, "mode": "score", "batch_size": 2} == plain.settings
+    assert provider.fingerprint() == plain.fingerprint()
+    assert provider.canonical_request(requests[0]) == plain.canonical_request(requests[0])
+    # still a checked table: a misspelt key or a bad price is an error naming it
+    with pytest.raises(BenchError, match=r"unknown keys \['prize'\] for provider 'transformers' "
+                                         r"\(did you mean 'prices'\?\)"):
+        make(tiny_llava, label="LLaVA", prize={"input_per_mtok": 0.0})
+    with pytest.raises(BenchError, match=r"models\.tiny\.prices: expected 'input_per_mtok' a number >= 0, found -1"):
+        make(tiny_llava, prices={"input_per_mtok": -1})
+    with pytest.raises(BenchError, match=r"models\.tiny: expected 'label' a string, found 3"):
+        make(tiny_llava, label=3)
 
 
 def toy_world(tmp_path: Path, n: int, *, seed: int, models: dict[str, Any]) -> dict[str, Any]:
@@ -331,7 +347,7 @@ def test_session_records_then_replays_without_loading_weights(tiny_llava, tmp_pa
 
 # -- extraction (the paper's second step), recorded like every other answer --------------
 def test_extractor_answers_are_recorded_and_obey_record_modes(tiny_llava, tmp_path, monkeypatch):
-    monkeypatch.setitem(PROVIDERS, "stub", "tests.tiny_llava:StubExtractor")
+    monkeypatch.setitem(PROVIDERS, "stub", "tests.support.tiny_llava:StubExtractor")
     monkeypatch.setattr(StubExtractor, "calls", [])
     raw = toy_world(tmp_path, 4, seed=7, models={
         "tiny": {"provider": "transformers", "model": str(tiny_llava), "mode": "generate",
@@ -356,7 +372,7 @@ def test_extractor_answers_are_recorded_and_obey_record_modes(tiny_llava, tmp_pa
     replayed = run("none")
     assert len(StubExtractor.calls) == 1 and replayed.scores == first.scores
     monkeypatch.undo()
-    monkeypatch.setitem(PROVIDERS, "stub", "tests.tiny_llava:StubExtractor")
+    monkeypatch.setitem(PROVIDERS, "stub", "tests.support.tiny_llava:StubExtractor")
     monkeypatch.setattr(StubExtractor, "calls", [])
     monkeypatch.setattr(StubExtractor, "answer", 0)
     rerecorded = run("all")  # 'all' asks the extractor again too (it used to be skipped)

@@ -1,4 +1,4 @@
-"""End to end, against the loopback stand-ins of tests/test_end_to_end.py:
+"""End to end, against the loopback stand-ins of tests/support/e2e_world.py (the world fixture):
 the regression gate failing a real `pytest cases` run, and a `-n 2`
 pytest-xdist run that merges worker results into one leaderboard and one
 JSON without asking the model twice."""
@@ -10,8 +10,7 @@ import re
 
 import pytest
 
-from tests.test_end_to_end import (LSBG_STYLES, MORPH_LABELS, MORPH_STYLES, expected_accuracy,
-                                   world)  # noqa: F401  (world is a fixture)
+from tests.support.e2e_world import LSBG_STYLES, MORPH_LABELS, MORPH_STYLES, expected_accuracy
 
 
 def baseline_doc(case_id: str, labels: list[int]) -> dict:

@@ -9,7 +9,7 @@ import pytest
 from benchmark.config import ModelConfig
 from benchmark.providers.openai_chat import OpenAIChatProvider, png_data_url
 from benchmark.core import BenchError, Request
-from tests.openai_stub import BARE, CORRECT, OpenAIStub, UNPARSEABLE, VERBOSE, WRONG, answer_for, decode_data_url, mark_image
+from tests.support.openai_stub import BARE, CORRECT, OpenAIStub, UNPARSEABLE, VERBOSE, WRONG, answer_for, decode_data_url, mark_image
 
 FAKE_KEY = "sk-test-DISTINCTIVE-0123456789abcdef"
 

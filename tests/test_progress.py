@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 from benchmark.progress import Progress
-from tests.openai_stub import OpenAIStub
-from tests.test_recording import KEY, folder_world
+from tests.support.folder_task import KEY, folder_world
+from tests.support.openai_stub import OpenAIStub
 
 REPO = Path(__file__).resolve().parent.parent
 

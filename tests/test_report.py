@@ -15,7 +15,7 @@ from benchmark.core import BenchError
 from benchmark.metrics import estimate_cost, merge_probs, roc_auc, row_normalised
 from benchmark.report import Report, results_from_document
 from benchmark.session import CaseResult
-from tests.check_html_render import PRICES, make_result, synthetic_results
+from tests.support.results import PRICES, make_result, synthetic_results
 
 
 def test_roc_auc_from_known_probabilities():

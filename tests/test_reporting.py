@@ -17,10 +17,7 @@ import pytest
 
 from benchmark.leaderboard import PUBLISHED, load_published
 
-try:
-    from tests.support.openai_stub import STYLES, OpenAIStub, mark_image
-except ImportError:
-    from tests.openai_stub import STYLES, OpenAIStub, mark_image
+from tests.support.openai_stub import STYLES, OpenAIStub, mark_image
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "sk-reporting-test-key"

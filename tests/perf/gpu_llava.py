@@ -64,7 +64,7 @@ def build_full(path: Path, device: str) -> Path:
     import torch
     from transformers import LlavaNextForConditionalGeneration
 
-    from tests.tiny_llava import build_processor, build_tokenizer
+    from tests.support.tiny_llava import build_processor, build_tokenizer
 
     tokenizer = build_tokenizer(vocab_size=32064)
     processor = build_processor(tokenizer, image_size=336, patch_size=14, pinpoints=PINPOINTS)
@@ -101,7 +101,7 @@ def main() -> int:
     from benchmark.parsing import parse_answer
     from benchmark.providers.hf import TransformersProvider
     from benchmark.core import Request
-    from tests.tiny_llava import build_tiny_llava
+    from tests.support.tiny_llava import build_tiny_llava
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"

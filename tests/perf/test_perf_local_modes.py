@@ -52,7 +52,7 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("transformers")
-    from tests.tiny_llava import build_tiny_llava
+    from tests.support.tiny_llava import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("perf-tiny-llava") / "tiny")
 

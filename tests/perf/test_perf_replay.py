@@ -48,7 +48,7 @@ from benchmark.core import Request
 from benchmark.providers.openai_chat import OpenAIChatProvider
 from benchmark.recording import Recording, answer_requests, canonical_json, content_key
 from benchmark.recording.log import FORMAT, compact_texts, iter_lines, record_line
-from tests.openai_stub import OpenAIStub, answer_for, mark_image
+from tests.support.openai_stub import OpenAIStub, answer_for, mark_image
 
 try:
     import httpx2 as httpx  # the transport library of openai>=3

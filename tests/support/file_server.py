@@ -16,13 +16,11 @@ import socket
 import struct
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import numpy as np
-import pytest
 
 
 def corrupted(data: bytes) -> bytes:
@@ -131,13 +129,6 @@ class FileServer:
         if kind == "reset":  # linger 0: close() sends RST instead of FIN
             req.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             req.connection.close()
-
-
-@pytest.fixture
-def file_server() -> Iterator[FileServer]:
-    """An empty, running FileServer; fill it with ``add`` or the spec helpers."""
-    with FileServer() as server:
-        yield server
 
 
 # ------------------------------------------------------------ format builders

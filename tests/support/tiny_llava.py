@@ -45,7 +45,7 @@ TINY_PINPOINTS = [[32, 64], [64, 32], [64, 64]]
 
 def _corpus() -> list[str]:
     """Training text: the prompt files of this repo, or a built-in paragraph."""
-    folder = Path(__file__).resolve().parent.parent / "cases" / "prompts"
+    folder = Path(__file__).resolve().parents[2] / "cases" / "prompts"
     texts = sorted(p.read_text(encoding="utf-8") for p in folder.glob("*/*.txt")) if folder.is_dir() else []
     return texts or [
         "You are tasked to classify astronomical images. Each image belongs to one of the "
