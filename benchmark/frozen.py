@@ -20,9 +20,9 @@ images are decompressed (the images member is streamed, not loaded whole).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmark.core import BenchError, Sample
+from benchmark.core import BenchError, Sample, write_atomic
 
 if TYPE_CHECKING:
     from benchmark.datasets import FolderManifest
@@ -99,18 +99,10 @@ def write_frozen(path: Path, samples: list[Sample], *, dataset: str, spec: dict[
     meta = {"format": FORMAT, "dataset": dataset, "source": source_id(spec), "count": len(samples),
             "samples_sha256": samples_digest(ids, labels, digests),
             "folder_manifest": manifest.digest if manifest is not None else None}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, images=np.stack([s.image for s in samples]).astype(np.uint8),
-                                labels=labels, ids=ids, digests=digests, meta=np.array(json.dumps(meta)))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=np.stack([s.image for s in samples]).astype(np.uint8),
+                        labels=labels, ids=ids, digests=digests, meta=np.array(json.dumps(meta)))
+    write_atomic(path, buf.getvalue())
     return path
 
 

@@ -126,6 +126,7 @@ def _bench(config: pytest.Config):
                 record_mode=None if getattr(opt, "disable_recording", False)
                 else (getattr(opt, "record_mode", None) or "none"),
                 progress=False,  # set by bench_run, once the terminal reporter exists
+                command_hint=" ".join(["pytest", *config.args]),  # how this run was started, for messages
             )
         except BenchError as exc:
             raise pytest.UsageError(str(exc)) from None

@@ -71,6 +71,7 @@ class Report:
     baseline: str | None = None
     published: Path = PUBLISHED
     reference: Published | None = None
+    tasks: dict[str, str] = field(default_factory=dict)  # task name -> its description (config)
 
     @classmethod
     def build(cls, results: Sequence[CaseResult], *, config: BenchConfig | None = None,
@@ -82,8 +83,9 @@ class Report:
             prices = {name: m.settings["prices"] for name, m in config.models.items()
                       if isinstance(m.settings.get("prices"), dict)}
         comparisons = [baseline.compare(r, alpha=alpha) for r in results] if baseline else None
+        tasks = {name: t.description for name, t in config.tasks.items() if t.description} if config else {}
         return cls(list(results), prices, comparisons, str(baseline.path) if baseline else None, published,
-                   load_published(published))
+                   load_published(published), tasks)
 
     def published_table(self) -> Published:
         """The published citation and rows, loaded once per Report."""
@@ -176,6 +178,8 @@ class Report:
             out += ["", f"{r.case_id}  (task {r.task}, model {r.model} = {r.model_id}, prompt {r.prompt})",
                     f"  accuracy {s.accuracy:.3f} (95% CI Wilson {s.ci_low:.3f}-{s.ci_high:.3f}), "
                     f"macro-F1 {s.macro_f1:.3f}, ROC-AUC {_f(x['roc_auc'])}, unparseable {s.unparseable}, refused {s.refused} of {s.n}"]
+            if r.task in self.tasks:
+                out.append(f"  task: {self.tasks[r.task]}")
             for m in x["merged_accuracy"]:
                 out.append(f"  merged classes ({m['task']}): accuracy {m['accuracy']:.3f}")
             if x["mode_agreement"] is not None:
@@ -235,6 +239,7 @@ class Report:
                                 title=f"{r.case_id}: accuracy {s.accuracy:.3f}")
             body += [f"<section class=\"case\" id=\"case-{_e(r.case_id)}\">",
                      f"<h3>{_e(r.case_id)}</h3>",
+                     *([f"<p class=\"note\">{_e(self.tasks[r.task])}</p>"] if r.task in self.tasks else []),
                      f"<img alt=\"confusion matrix of {_e(r.case_id)}\" "
                      f"src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">",
                      _html_table(PER_CLASS_HEADERS, _per_class_rows(r), None),

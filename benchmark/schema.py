@@ -57,7 +57,6 @@ class _Model(_Table):
     enabled: bool = Field(True, description="run by default; false: only when named with --bench-model")
     prompts: list[Name] | None = Field(None, description="prompt variants that replace the task's, first = default")
     prices: Prices | None = Field(None, description="for cost estimates in the reports")
-    label: str | None = Field(None, description="a display name (not read by the providers)")
 
 
 class OpenAIModel(_Model):

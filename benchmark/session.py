@@ -48,7 +48,6 @@ class BenchSession:
         config: BenchConfig,
         *,
         limit: int | None = None,
-        data_cache_dir: Path | None = None,
         cassette_dir: Path | None = None,
         record_mode: str | None = "none",
         frozen_dir: Path | None = None,
@@ -63,7 +62,6 @@ class BenchSession:
             raise BenchError(f"expected --record-mode in {RECORD_MODES}, found {record_mode!r}")
         self.config = config
         self.limit = limit
-        self.data_cache_dir = data_cache_dir
         env_dir = os.environ.get(CASSETTES_ENV)
         self.cassette_dir = cassette_dir or (Path(env_dir) if env_dir else DEFAULT_CASSETTES)
         self.record_mode = record_mode
@@ -101,7 +99,7 @@ class BenchSession:
         samples = (load_frozen(frozen, dataset=task.dataset, spec=spec, count=count, base_dir=base_dir)
                    if frozen.exists() else None)
         if samples is None:
-            samples = load_dataset(task.dataset, spec, limit=count, cache_dir=self.data_cache_dir,
+            samples = load_dataset(task.dataset, spec, limit=count,
                                    base_dir=self.config.dataset_dirs.get(task.dataset))
         bad = [s.label for s in samples if not 0 <= s.label < task.n_classes]
         if bad:
@@ -189,6 +187,9 @@ class BenchSession:
                 rec.finish(complete=self._whole_sample(task))
         wall = time.perf_counter() - start
         for a in answers.values():
+            if "score_label" in a.meta and "generate_label" not in a.meta:  # both mode, no extractor
+                g = explain_answer(a.raw, task.n_classes).label
+                a.meta.update(generate_label=g, agree=g is not None and g == a.label)
             if a.label is None and a.refusal is None:
                 parsed = explain_answer(a.raw, task.n_classes)
                 a.label, a.meta["reason"] = parsed.label, parsed.reason

@@ -101,9 +101,8 @@ def test_both_mode_paper_format_batches_and_meta(tiny_llava: Path, requests: lis
         assert (a.raw, a.label, a.meta) == (b.raw, b.label, b.meta)
         np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
         assert a.meta["score_label"] == a.label == int(np.argmax(a.probs))
-        assert set(a.meta) == {"generate_label", "score_label", "agree"}
-        assert a.meta["agree"] == (a.meta["generate_label"] == a.label)
-        assert a.usage["completion_tokens"] == 4
+        assert set(a.meta) == {"score_label"}  # the session reads the text (parser or extractor)
+        assert a.raw and a.usage["completion_tokens"] == 4
 
 
 def test_on_answer_called_per_batch(tiny_llava: Path, requests: list[Request]) -> None:
@@ -268,9 +267,9 @@ def test_bad_settings(tiny_llava: Path, settings: dict[str, Any], message: str) 
 
 def test_leaderboard_keys_are_accepted_and_ignored_by_the_provider(tiny_llava: Path,
                                                                    requests: list[Request]) -> None:
-    """``label`` and ``prices`` of a [models.NAME] table are for the reports: accepted, validated,
+    """``prices`` of a [models.NAME] table is for the reports: accepted, validated,
     and no part of the provider's settings or of its recording keys."""
-    leaderboard = {"label": "LLaVA", "prices": {"input_per_mtok": 0.0, "output_per_mtok": 1.5}}
+    leaderboard = {"prices": {"input_per_mtok": 0.0, "output_per_mtok": 1.5}}
     provider = make(tiny_llava, mode="score", batch_size=2, **leaderboard)
     plain = make(tiny_llava, mode="score", batch_size=2)
     assert provider.settings == {**SETTINGS, "mode": "score", "batch_size": 2} == plain.settings
@@ -279,11 +278,11 @@ def test_leaderboard_keys_are_accepted_and_ignored_by_the_provider(tiny_llava: P
     # still a checked table: a misspelt key or a bad price is an error naming it
     with pytest.raises(BenchError, match=r"unknown keys \['prize'\] for provider 'transformers' "
                                          r"\(did you mean 'prices'\?\)"):
-        make(tiny_llava, label="LLaVA", prize={"input_per_mtok": 0.0})
+        make(tiny_llava, prize={"input_per_mtok": 0.0})
     with pytest.raises(BenchError, match=r"models\.tiny\.prices: expected 'input_per_mtok' a number >= 0, found -1"):
         make(tiny_llava, prices={"input_per_mtok": -1})
-    with pytest.raises(BenchError, match=r"models\.tiny: expected 'label' a string, found 3"):
-        make(tiny_llava, label=3)
+    with pytest.raises(BenchError, match=r"unknown keys \['label'\]"):  # no display-name key: it was never shown
+        make(tiny_llava, label="LLaVA")
 
 
 def toy_world(tmp_path: Path, n: int, *, seed: int, models: dict[str, Any]) -> dict[str, Any]:

@@ -167,6 +167,7 @@ def test_a_run_reads_published_once_builds_one_report_and_its_outputs_agree(tmp_
     assert [line.split()[0] for line in reference.splitlines() if "published:" in line] == ["lsbg"] * len(published)
     assert all(a in reference for a in published)
     assert f"accuracy {shown} (95% CI Wilson" in detail and "unparseable 2" in detail
+    assert "task: Low-surface-brightness galaxy (1) vs artifact (0)" in detail  # the task's description
 
     md = (out / "board.md").read_text()
     md_rows = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("| lsbg")]

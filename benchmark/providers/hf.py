@@ -17,7 +17,8 @@ Settings (keys of the ``[models.NAME]`` table, defaults in :data:`SETTINGS`):
 - ``mode``: "generate" (greedy ``generate``, free text, label left to the
   parser or to ``extract_with``), "score" (one forward pass; softmax of the
   next-token logits over the class label tokens) or "both" (label from score,
-  text from generate, both labels in ``Answer.meta``).
+  text from generate; the session adds the text's label, so both labels end
+  up in ``Answer.meta``).
 - ``max_new_tokens`` (200), ``min_new_tokens`` (None): generation length.
 - ``answer_prefix`` (" "): appended to the prompt in score mode only, so that
   the next token is the class number (see *Label tokens*).
@@ -297,8 +298,6 @@ class TransformersProvider:
 
     # -- protocol -------------------------------------------------------------
     def classify(self, requests: Sequence[Request], *, on_answer: OnAnswer | None = None) -> list[Answer]:
-        from benchmark.parsing import parse_answer
-
         if not requests:
             return []
         self._load_model()
@@ -325,10 +324,8 @@ class TransformersProvider:
                 if raws is not None:
                     ans.raw = raws[i]
                     ans.usage = {"completion_tokens": counts[i]}
-                    if mode == "both":
-                        gen_label = parse_answer(ans.raw, r.n_classes)
-                        ans.meta.update(generate_label=gen_label, score_label=ans.label,
-                                        agree=gen_label is not None and gen_label == ans.label)
+                    if mode == "both":  # the label is the score's; the session reads the text
+                        ans.meta["score_label"] = ans.label
                 answers.append(ans)
                 if on_answer is not None:
                     on_answer(ans)
