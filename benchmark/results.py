@@ -49,6 +49,8 @@ class CaseResult:
     cached: int = 0  # answers replayed from the case's recording, not asked live
     prompt_sha256: str = ""  # of the prompt text sent
     sample_sha256: str = ""  # over the sample's (id, label, image sha256), in order
+    served_model: str = ""  # the model id(s) the API said it served (response.model), comma-joined
+    method: str = ""  # how answers became classes, e.g. "parser", "extract (gpt-4o)", "score"
 
     @property
     def passed(self) -> bool | None:
@@ -81,6 +83,8 @@ class CaseResult:
             "cached": self.cached,
             "prompt_sha256": self.prompt_sha256,
             "sample_sha256": self.sample_sha256,
+            "served_model": self.served_model,
+            "method": self.method,
             "metrics": self.scores.to_json(),
             "predictions": self.predictions,
         }
@@ -99,4 +103,6 @@ class CaseResult:
             cached=int(data.get("cached") or 0),
             prompt_sha256=str(data.get("prompt_sha256") or ""),
             sample_sha256=str(data.get("sample_sha256") or ""),
+            served_model=str(data.get("served_model") or ""),
+            method=str(data.get("method") or ""),
         )

@@ -249,9 +249,21 @@ class BenchSession:
             prompt_sha256=hashlib.sha256(base.prompt_text(case.prompt).encode()).hexdigest(),
             sample_sha256=samples_digest([s.id for s in preds.samples], [s.label for s in preds.samples],
                                          [s.sha256 for s in preds.samples]),
+            served_model=", ".join(sorted({str(a.meta["served_model"]) for a in preds.answers.values()
+                                           if a.meta.get("served_model")})),
+            method=self._method(case.model),
         )
         self.results.append(result)
         return result
+
+    @staticmethod
+    def _method(model: ModelConfig) -> str:
+        """How the model's answers became classes (shown beside each row)."""
+        mode = model.settings.get("mode", "generate")
+        if mode == "score":
+            return "score"
+        how = f"extract ({model.settings['extract_with']})" if model.settings.get("extract_with") else "parser"
+        return f"score + generate/{how}" if mode == "both" else how
 
     def _prediction(self, sample: Sample, true: int, parsed: int | None, answer: Answer,
                     merge: list[int] | None) -> Prediction:
