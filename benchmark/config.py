@@ -140,7 +140,8 @@ class TaskConfig:
         )
 
     def prompt_text(self, variant: str) -> str:
-        return self.prompt_path(variant).read_text(encoding="utf-8").strip() + "\n"
+        """The prompt file's text exactly as written (what is sent, byte for byte)."""
+        return self.prompt_path(variant).read_text(encoding="utf-8")
 
     def merge_map(self) -> list[int]:
         """old class index -> merged class index."""

@@ -74,13 +74,14 @@ class Sample:
 
 @dataclass(frozen=True)
 class Request:
-    """One classification request: one prompt and one image."""
+    """One classification request: a prompt, and an image or a second text part."""
 
     sample_id: str
     prompt: str
     image: np.ndarray | None  # None for text-only requests (e.g. answer extraction)
     n_classes: int
     image_sha256: str = ""
+    text: str | None = None  # a second text part after the prompt (e.g. the text an extractor reads)
 
     def __post_init__(self) -> None:
         if not self.image_sha256 and self.image is not None:

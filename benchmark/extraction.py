@@ -1,8 +1,13 @@
 """The paper's second step for local models: another model (GPT-4o) reads
 the generated text, without the image, and answers the class number.
 
-The session asks the extractor like any other answer source, so its
-answers are recorded in the case's recording and the record modes apply.
+As in the authors' notebook: one user message with two text parts, the
+task's structured instruction (``prompts/<task>/extract-paper.txt``, their
+text byte for byte) and the model's answer (its text after the last
+``ASSISTANT:``); the extractor model's settings carry the call's parameters
+(``max_tokens = 200``, ``temperature = 0``, ``n = 1``). The session asks the
+extractor like any other answer source, so its answers are recorded in the
+case's recording and the record modes apply.
 """
 
 from __future__ import annotations
@@ -12,18 +17,12 @@ from collections.abc import Sequence
 from benchmark.core import Answer, Request
 from benchmark.parsing import parse_answer
 
-EXTRACT_INSTRUCTION = (
-    "Below is a model's answer to a question that asked it to classify an image into one of "
-    "{n} categories, numbered 0 to {last}. Which category number did the model choose? "
-    "Output only the number.\n\nAnswer:\n{text}"
-)
+EXTRACT_PROMPT = "extract-paper"  # default prompt variant of the extractor's instruction
 
 
-def extraction_requests(requests: Sequence[Request], answers: dict[str, Answer]) -> list[Request]:
-    """One text-only request per generated answer."""
-    return [Request(r.sample_id, EXTRACT_INSTRUCTION.format(n=r.n_classes, last=r.n_classes - 1,
-                                                            text=answers[r.sample_id].raw), None, r.n_classes)
-            for r in requests]
+def extraction_requests(requests: Sequence[Request], answers: dict[str, Answer], instruction: str) -> list[Request]:
+    """One text-only request per generated answer: [instruction, the answer's text]."""
+    return [Request(r.sample_id, instruction, None, r.n_classes, text=answers[r.sample_id].raw) for r in requests]
 
 
 def apply_extraction(answer: Answer, extracted: Answer, n_classes: int, *, extractor: str) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from benchmark.config import BenchConfig, ModelConfig, TaskConfig, check_prompt
 from benchmark.core import BenchError
+from benchmark.extraction import EXTRACT_PROMPT
 
 
 def prompt_variants(task: TaskConfig, model: ModelConfig) -> list[str]:
@@ -67,6 +68,8 @@ def plan_cases(
             variants = prompt_variants(base, model)
             for variant in variants:
                 check_prompt(base, variant)
+            if model.settings.get("extract_with"):  # the extractor's instruction is a prompt file too
+                check_prompt(base, model.settings.get("extract_prompt", EXTRACT_PROMPT))
             chosen = [v for v in variants if not prompts or v in prompts]
             for variant in chosen:
                 cases.append(Case(task, model, variant, default_prompt=is_default_prompt(base, model, variant)))

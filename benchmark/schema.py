@@ -74,6 +74,8 @@ class OpenAIModel(_Model):
     timeout_s: float = Field(60.0, gt=0, description="seconds per request")
     detail: Literal["low", "high", "auto"] | None = Field(None, description="image detail; default: the server's")
     seed: int | None = Field(None, description="sampling seed, where the server supports one")
+    n: int | None = Field(None, ge=1, description="choices per request, sent when set (the paper's "
+                                                  "extraction call sent n = 1); the first is used")
 
 
 def _str_or_table(value: Any) -> Any:
@@ -105,6 +107,11 @@ class TransformersModel(_Model):
     answer_prefix: str = Field(" ", description="appended to the prompt in score mode")
     extract_with: str | None = Field(None, description="another (openai) model that reads the generated text "
                                                        "and answers the class number")
+    extract_prompt: str = Field("extract-paper", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                                description="the extractor's instruction: prompts/<task>/<this>.txt, sent as the "
+                                            "first text part before the generated text")
+    revision: str | None = Field(None, min_length=1, description="the weights' revision (branch, tag or commit) "
+                                                                 "on the Hugging Face hub; default: the main branch")
 
     @model_validator(mode="after")
     def _consistent(self) -> TransformersModel:

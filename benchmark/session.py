@@ -18,7 +18,7 @@ from benchmark.metrics import merge_predictions, merge_probs, score
 from benchmark.parsing import explain_answer
 from benchmark.planning import Case, is_default_prompt, plan_cases
 from benchmark.results import CaseResult, Prediction
-from benchmark.extraction import apply_extraction, extraction_requests
+from benchmark.extraction import EXTRACT_PROMPT, apply_extraction, extraction_requests
 from benchmark.frozen import samples_digest
 from benchmark.progress import Progress
 from benchmark.recording import RECORD_MODES, Scrubber
@@ -166,10 +166,12 @@ class BenchSession:
                                        need_live=lambda n: self._need_live(source, source_model))
 
             answers = ask(provider, model, requests, label)
-            extract_with = model.settings.get("extract_with") if model.provider == "transformers" else None
+            extract_with = model.settings.get("extract_with")
             if extract_with:
                 ext_model = self.config.models[extract_with]
-                asks = extraction_requests([r for r in requests if answers[r.sample_id].error is None], answers)
+                instruction = task.prompt_text(model.settings.get("extract_prompt", EXTRACT_PROMPT))
+                asks = extraction_requests([r for r in requests if answers[r.sample_id].error is None], answers,
+                                           instruction)
                 extracted = ask(self.provider(ext_model), ext_model, asks, f"{label} extract ({extract_with})")
                 for r in asks:
                     apply_extraction(answers[r.sample_id], extracted[r.sample_id], task.n_classes,

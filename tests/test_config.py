@@ -26,7 +26,7 @@ def test_builtin_config_has_the_paper_tasks_and_thresholds():
     lsbg = cfg.tasks["lsbg"].prompt_text("paper")
     assert lsbg.startswith("You are tasked with classifying astronomical images.")
     assert "definiton" in lsbg  # verbatim, typo included
-    assert cfg.tasks["lsbg"].prompt_text("paper-llava").startswith("You are tasked to classify")
+    assert cfg.tasks["lsbg"].prompt_text("paper-llava").startswith("\nYou are tasked to classify")  # the notebook template: a newline first
     ids = [c.id for c in plan_cases(cfg)]
     assert ids == ["lsbg-gpt-4o", "morphology-gpt-4o", "morphology-merged-gpt-4o"]
 

@@ -79,7 +79,7 @@ prompts = ["terse_v2"]
     write(tmp_path / "prompts" / "Toy.v2" / "terse_v2.txt", "a or b?")
     write(tmp_path / "prompts" / "Toy.v2" / "paper.1.txt", "a or b, please?")
     cfg = load_config(user)
-    assert cfg.tasks["Toy.v2"].prompt_text("terse_v2") == "a or b?\n"
+    assert cfg.tasks["Toy.v2"].prompt_text("terse_v2") == "a or b?"  # as written, nothing added
     assert cfg.threshold("Toy.v2", "Qwen2-VL-7B_local", "terse_v2") == 0.5
     # the built-in names all pass
     assert {"gpt-4o", "llava-next"} <= set(cfg.models)
@@ -95,7 +95,7 @@ def test_prompt_path_refuses_a_file_that_resolves_outside_its_folder(tmp_path):
     write(folder / "ok.txt", "fine")
     task = TaskConfig(name="toy", classes=("a", "b"), dataset="d", sample_size=None,
                       prompts=("ok",), prompt_dirs=(folder,))
-    assert task.prompt_text("ok") == "fine\n"
+    assert task.prompt_text("ok") == "fine"
     with pytest.raises(BenchError, match=r"prompt variant 'evil': expected its file inside .*found .*secret\.txt"):
         task.prompt_text("evil")
     with pytest.raises(BenchError, match=r"prompt variant '\.\./\.\./secret'"):

@@ -117,8 +117,11 @@ def test_on_answer_called_per_batch(tiny_llava: Path, requests: list[Request]) -
 def test_paper_prompt_format_exact(tiny_llava: Path) -> None:
     provider = shared(tiny_llava, mode="score", prompt_format="paper")
     image = np.zeros((64, 64, 3), dtype=np.uint8)
-    text = provider.prompt_text(Request("a", "To what category does the image belong?\n", image, 2))
-    assert text == "USER: <image>\nTo what category does the image belong?\nASSISTANT:"
+    template = "\nYou are tasked to classify astronomical images.\n\nTo what category does the image belong?\n"
+    text = provider.prompt_text(Request("a", template, image, 2))
+    # the notebook: "USER: <image>\n" + prompt_template + "\nASSISTANT:", nothing stripped
+    assert text == ("USER: <image>\n\nYou are tasked to classify astronomical images.\n\n"
+                    "To what category does the image belong?\n\nASSISTANT:")
     provider._load_model()
     enc = provider._inputs([text], [Request("a", "", image, 2)])
     ids = enc["input_ids"][0].tolist()
@@ -146,9 +149,9 @@ def test_multi_token_label_fails_clearly(tiny_llava: Path) -> None:
 def test_fingerprint_changes_with_what_changes_answers(tiny_llava: Path) -> None:
     base = dict(mode="score", quantization="none", max_new_tokens=200)
     fp = make(tiny_llava, **base).fingerprint()
-    assert fp["model"] == str(tiny_llava) and "label_tokens" in fp
+    assert fp["model"] == str(tiny_llava) and fp["answer_prefix"] == " "
     for change in (dict(mode="generate"), dict(mode="both"), dict(quantization="4bit"),
-                   dict(prompt_format="paper"), dict(answer_prefix="")):
+                   dict(prompt_format="paper"), dict(answer_prefix=""), dict(revision="0123abcd")):
         assert make(tiny_llava, **{**base, **change}).fingerprint() != fp, change
     gen = dict(mode="generate", max_new_tokens=200)
     assert make(tiny_llava, **gen).fingerprint() != make(tiny_llava, **{**gen, "max_new_tokens": 20}).fingerprint()
@@ -240,8 +243,9 @@ def test_missing_extra_says_how_to_install(tiny_llava: Path, monkeypatch: pytest
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_torch)
+    provider = make(tiny_llava, mode="score")  # building it needs neither (replay never does)
     with pytest.raises(BenchError) as err:
-        make(tiny_llava, mode="score")
+        provider.classify([Request("a", "p", np.zeros((64, 64, 3), dtype=np.uint8), 2)])
     assert INSTALL_HINT in str(err.value).splitlines()
     assert INSTALL_HINT == 'pip install "astro-vlm-bench[hf]"'
 
@@ -353,13 +357,18 @@ def test_extractor_answers_are_recorded_and_obey_record_modes(tiny_llava, tmp_pa
                  "max_new_tokens": 3, "batch_size": 2, "extract_with": "gpt"},
         "gpt": {"provider": "stub", "model": "gpt-4o", "enabled": False}})
     monkeypatch.setattr(StubExtractor, "answer", 1)
+    instruction = "\nYou will receive some text.\n\nOutput only a number\n\nText:\n"
+    (tmp_path / "prompts" / "extract-paper.txt").write_text(instruction)
 
     def run(mode):
         return run_toy(raw, tmp_path, mode, "recordings-of-tiny-model")
 
     first = run("once")
     sent = [r for call in StubExtractor.calls for r in call]
-    assert len(sent) == 4 and sent[0].image is None and "only the number" in sent[0].prompt
+    assert len(sent) == 4 and sent[0].image is None
+    # the paper's extraction message: [the task's instruction file, the model's text]
+    assert all(r.prompt == instruction for r in sent)
+    assert [r.text for r in sent] == [p["raw"] for p in first.predictions]
     assert [p["parsed"] for p in first.predictions] == [1, 1, 1, 1]
     lines = (tmp_path / "recordings-of-tiny-model" / "toy+tiny+paper.jsonl").read_text().splitlines()
     assert sum('"key"' in ln for ln in lines) == 8  # 4 model answers + 4 extractions, one file

@@ -93,7 +93,7 @@ def test_changed_prompt_is_a_miss_never_a_reuse(tmp_path, monkeypatch):
             run_case(session(raw, tmp_path, "none"))
         result = run_case(session(raw, tmp_path, "new_episodes"))
         assert len(stub.requests) == 12
-        assert stub.requests[-1]["texts"][0].endswith("Think step by step.\n")
+        assert stub.requests[-1]["texts"][0].endswith("Think step by step.")  # sent as written
     assert result.scores.n == 6
 
 

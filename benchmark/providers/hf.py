@@ -51,7 +51,7 @@ from benchmark.core import Answer, BenchError, Request
 from benchmark.schema import HF_SETTINGS, model_settings
 
 INSTALL_HINT = 'pip install "astro-vlm-bench[hf]"'
-PAPER_TEMPLATE = "USER: <image>\n{prompt}\nASSISTANT:"
+PAPER_PREFIX, PAPER_SUFFIX = "USER: <image>\n", "\nASSISTANT:"  # around the prompt, as in the notebook
 
 SETTINGS: dict[str, Any] = HF_SETTINGS  # keys, defaults and choices: benchmark.schema.TransformersModel
 
@@ -96,32 +96,52 @@ class TransformersProvider:
     http = False  # answers are recorded by the session (to_record / from_record)
 
     def __init__(self, *, name: str, model: str, settings: dict[str, Any]) -> None:
-        torch, transformers = _import_hf()
         self.name = name
         self.model_id = model
         self.settings = settings
         self.model_calls = 0  # forward passes + generate calls (tests, perf)
-        self._torch = torch
+        self.loaded_revision: str | None = None  # commit of the weights actually loaded
+        self._torch: Any = None
+        self._processor: Any = None
         self._model: Any = None
         self._label_cache: dict[tuple[str, int], list[int]] = {}
-        try:
-            self.processor = transformers.AutoProcessor.from_pretrained(model)
-        except OSError as exc:
-            raise BenchError(f"model {name!r}: cannot load the processor of {model!r} "
-                             f"(expected a Hugging Face id or a local folder): {exc}") from None
-        tokenizer = self.processor.tokenizer
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        self.tokenizer = tokenizer
-        self.image_token = getattr(self.processor, "image_token", None) or "<image>"
 
     @classmethod
     def from_config(cls, model: Any, *, bench: Any = None, **_: Any) -> TransformersProvider:
-        """Build from a ``ModelConfig``."""
-        settings = settings_from(model, bench)
-        _import_hf()
-        return cls(name=model.name, model=model.model, settings=settings)
+        """Build from a ``ModelConfig``; nothing is imported or loaded until a live call."""
+        return cls(name=model.name, model=model.model, settings=settings_from(model, bench))
+
+    @property
+    def processor(self) -> Any:
+        """The model's processor, loaded on first use (replay never needs it, nor torch).
+
+        The image processor is the PIL ("slow") one, as the authors ran it, whether or
+        not torchvision is installed, so the pixels the model sees do not depend on it.
+        """
+        if self._processor is None:
+            self._torch, transformers = _import_hf()
+            kwargs: dict[str, Any] = {"use_fast": False}
+            if self.settings["revision"] is not None:
+                kwargs["revision"] = self.settings["revision"]
+            try:
+                processor = transformers.AutoProcessor.from_pretrained(self.model_id, **kwargs)
+            except OSError as exc:
+                raise BenchError(f"model {self.name!r}: cannot load the processor of {self.model_id!r} "
+                                 f"(expected a Hugging Face id or a local folder): {exc}") from None
+            tokenizer = processor.tokenizer
+            tokenizer.padding_side = "left"
+            if tokenizer.pad_token_id is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            self._processor = processor
+        return self._processor
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.processor.tokenizer
+
+    @property
+    def image_token(self) -> str:
+        return getattr(self.processor, "image_token", None) or "<image>"
 
     # -- identity -------------------------------------------------------------
     def label_token_ids(self, score_prompt: str, n_classes: int) -> list[int]:
@@ -167,10 +187,9 @@ class TransformersProvider:
             fp["max_new_tokens"] = s["max_new_tokens"]
             fp["min_new_tokens"] = s["min_new_tokens"]
         if s["mode"] in ("score", "both"):
-            fp["answer_prefix"] = s["answer_prefix"]
-            tok = self.tokenizer
-            fp["label_tokens"] = [tok.encode(s["answer_prefix"] + str(k), add_special_tokens=False)
-                                  for k in range(10)]
+            fp["answer_prefix"] = s["answer_prefix"]  # the label tokens follow from it and the model
+        if s["revision"] is not None:
+            fp["revision"] = s["revision"]
         return fp
 
     # -- recording ------------------------------------------------------------
@@ -194,10 +213,16 @@ class TransformersProvider:
 
     # -- prompts --------------------------------------------------------------
     def prompt_text(self, request: Request) -> str:
-        """The model input text of ``request`` (generation prompt included, no answer prefix)."""
-        prompt = request.prompt.strip()
+        """The model input text of ``request`` (generation prompt included, no answer prefix).
+
+        ``paper``: ``"USER: <image>\n" + prompt + "\nASSISTANT:"`` byte for byte as the
+        authors' notebook built it, the prompt file being their ``prompt_template`` (which
+        begins and ends with a newline); nothing is stripped.
+        """
+        prompt = request.prompt
         if self.settings["prompt_format"] == "paper":
-            return PAPER_TEMPLATE.format(prompt=prompt).replace("<image>", self.image_token)
+            return PAPER_PREFIX.replace("<image>", self.image_token) + prompt + PAPER_SUFFIX
+        prompt = prompt.strip()
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         try:
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -209,6 +234,7 @@ class TransformersProvider:
     def _load_model(self) -> Any:
         if self._model is not None:
             return self._model
+        self.processor  # noqa: B018 - imports torch and transformers, loads the processor
         torch = self._torch
         from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 
@@ -235,10 +261,13 @@ class TransformersProvider:
             kwargs["dtype"] = torch.float16
         else:
             kwargs["dtype"] = "auto" if cuda else torch.float32
+        if s["revision"] is not None:
+            kwargs["revision"] = s["revision"]
         try:
             model = AutoModelForImageTextToText.from_pretrained(self.model_id, **kwargs)
         except (OSError, ValueError, ImportError) as exc:
             raise BenchError(f"model {self.name!r}: cannot load {self.model_id!r} with {kwargs}: {exc}") from None
+        self.loaded_revision = getattr(model.config, "_commit_hash", None)
         model.eval()
         self._model = model
         return model
@@ -294,6 +323,11 @@ class TransformersProvider:
         eos = self.tokenizer.eos_token_id
         # A finished sequence ends at its EOS (padding follows); an unfinished one fills the row.
         counts = [row.tolist().index(eos) if eos in row.tolist() else len(row) for row in new]
+        if s["prompt_format"] == "paper":
+            # As the notebook read it: the whole sequence decoded, then the text after the last
+            # "ASSISTANT:" (its leading space included).
+            full = self.tokenizer.batch_decode(out.cpu(), skip_special_tokens=True)
+            return [text.rsplit(PAPER_SUFFIX.strip(), 1)[-1] for text in full], counts
         return self.tokenizer.batch_decode(new, skip_special_tokens=True), counts
 
     # -- protocol -------------------------------------------------------------

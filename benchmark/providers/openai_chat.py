@@ -101,6 +101,8 @@ class OpenAIChatProvider:
         """The chat-completions JSON; ``image_ref`` puts the image's sha256 in
         place of its data URL (the canonical form recordings are keyed by)."""
         content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
+        if request.text is not None:  # a second text part (the paper's extraction: the model's answer)
+            content.append({"type": "text", "text": request.text})
         if request.image is not None:
             image_url: dict[str, Any] = (
                 {"sha256": request.image_sha256} if image_ref else {"url": png_data_url(request.image)}
@@ -117,6 +119,8 @@ class OpenAIChatProvider:
             body["max_tokens"] = self.settings["max_tokens"]
         if self.settings["seed"] is not None:
             body["seed"] = self.settings["seed"]
+        if self.settings["n"] is not None:
+            body["n"] = self.settings["n"]
         return body
 
     def canonical_request(self, request: Request) -> dict[str, Any]:

@@ -220,7 +220,7 @@ class StubExtractor:
         return True
 
     def canonical_request(self, request: Any) -> dict[str, Any]:
-        return {**self.fingerprint(), "prompt": request.prompt}
+        return {**self.fingerprint(), "prompt": request.prompt, "text": request.text}
 
     def to_record(self, answer: Any) -> dict[str, Any]:
         return {"answer": {"raw": answer.raw}}
