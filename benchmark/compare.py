@@ -120,9 +120,11 @@ def compare_predictions(
 class Baseline:
     """A previous ``--bench-results`` JSON, indexed by case id."""
 
-    def __init__(self, path: Path | str, cases: dict[str, list[dict[str, Any]]]) -> None:
+    def __init__(self, path: Path | str, cases: dict[str, list[dict[str, Any]]],
+                 provenance: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.cases = cases
+        self.provenance = provenance  # what produced the baseline run (benchmark.provenance); None in older files
 
     @classmethod
     def load(cls, path: Path | str) -> Baseline:
@@ -149,7 +151,8 @@ class Baseline:
                                  f"sample_id/true/parsed per sample, found "
                                  f"{sorted(case) if isinstance(case, dict) else type(case).__name__}")
             out[case["case_id"]] = preds
-        return cls(path, out)
+        provenance = doc.get("provenance")
+        return cls(path, out, provenance if isinstance(provenance, dict) else None)
 
     def compare(self, result: CaseResult, *, alpha: float = DEFAULT_ALPHA) -> Comparison:
         return compare_predictions(result.case_id, result.predictions, self.cases.get(result.case_id),

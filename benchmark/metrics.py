@@ -1,9 +1,19 @@
 """Scores of one case: accuracy with a Wilson 95% CI, per-class P/R/F1,
-macro-F1 and the confusion matrix (scikit-learn).
+macro-F1 and the confusion matrix (scikit-learn), and what a referee asks beside
+accuracy: the chance (majority-class) accuracy of the sample, balanced accuracy,
+Cohen's kappa, and the accuracy on parsed answers with the share that had no class.
 
 Unparseable answers and refusals (prediction ``None``) count as wrong in
 accuracy and recall, are counted separately (each on its own), and never enter the confusion matrix as a
 class: the matrix has an extra count of unparseable answers per true class.
+
+Cohen's kappa treats an answer with no class (unparseable or refused) as one more
+predicted category, "no class", that no true label has: it is never agreement, and it
+takes its share out of the predicted-class marginals. This equals scikit-learn's
+``cohen_kappa_score(y_true, y_pred)`` with ``None`` written as a label of its own (e.g. -1).
+
+Thresholds (:func:`fail_probability`): the chance that a model whose true accuracy is
+``p`` scores below a threshold on ``n`` images, ``P(Binomial(n, p) / n < threshold)``.
 """
 
 from __future__ import annotations
@@ -45,9 +55,67 @@ class Scores:
     confusion: list[list[int]]         # rows = true, cols = predicted (parsed answers only)
     unparseable_by_class: list[int]    # answers with no class (unparseable or refused) per true class
     refused: int = 0                   # the model declined to answer (not counted in unparseable)
+    # Derived from the fields above when not given (results files written before they existed):
+    chance_accuracy: float | None = None    # majority-class share of the sample: always answering it scores this
+    balanced_accuracy: float | None = None  # mean recall over the classes present (no-class answers are wrong)
+    kappa: float | None = None              # Cohen's kappa, "no class" a category of its own; None if undefined
+    n_parsed: int | None = None             # answers with a class (n - unparseable - refused)
+    parsed_accuracy: float | None = None    # correct / n_parsed; None when no answer had a class
+    no_class_rate: float | None = None      # (unparseable + refused) / n
+
+    def __post_init__(self) -> None:
+        for name, value in _derived(self).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _derived(s: Scores) -> dict[str, Any]:
+    """The referee's numbers from the counts of ``s`` (support, confusion, no-class answers)."""
+    n = s.n
+    support = list(s.support)
+    diag = [row[i] for i, row in enumerate(s.confusion)]
+    cols = [sum(col) for col in zip(*s.confusion)] if s.confusion else []
+    recalls = [d / t for d, t in zip(diag, support) if t > 0]
+    # kappa = (p_o - p_e) / (1 - p_e), p_e = sum_k true_k * predicted_k / n^2 over the classes
+    # ("no class" has no true labels, so it adds nothing to p_e); in integers, so exact.
+    agree_by_chance = sum(t * c for t, c in zip(support, cols))
+    kappa = None if n == 0 or agree_by_chance == n * n else \
+        (s.correct * n - agree_by_chance) / (n * n - agree_by_chance)
+    n_parsed = n - s.unparseable - s.refused
+    return {
+        "chance_accuracy": max(support) / n if n and support else 0.0,
+        "balanced_accuracy": sum(recalls) / len(recalls) if recalls else 0.0,
+        "kappa": kappa,
+        "n_parsed": n_parsed,
+        "parsed_accuracy": s.correct / n_parsed if n_parsed > 0 else None,
+        "no_class_rate": (s.unparseable + s.refused) / n if n else 0.0,
+    }
+
+
+def fail_probability(n: int, p: float, threshold: float) -> float:
+    """P(Binomial(n, p) / n < threshold): how often a model with true accuracy ``p``
+    fails a gate ``accuracy >= threshold`` on ``n`` images (exact, stdlib only).
+
+    A score of k correct fails when ``k / n < threshold``, tested exactly as the gate
+    tests it, so a threshold such as 0.85 x 500 = 425 is not lost to rounding.
+    """
+    if n <= 0:
+        return 0.0
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"expected an accuracy in [0, 1], found {p}")
+    failing = [k for k in range(n + 1) if k / n < threshold]
+    if not failing:
+        return 0.0
+    if p in (0.0, 1.0):
+        return float(any(k == round(p * n) for k in failing))
+    lp, lq = math.log(p), math.log1p(-p)
+    lgn = math.lgamma(n + 1)
+    total = math.fsum(math.exp(lgn - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * lp + (n - k) * lq)
+                      for k in failing)
+    return min(1.0, total)
 
 
 def score(y_true: Sequence[int], y_pred: Sequence[int | None], n_classes: int, *,

@@ -95,8 +95,38 @@ def _report(config: pytest.Config, bench):
         from benchmark.report import Report
 
         config.stash[_REPORT] = Report.build(bench.results, config=bench.config, alpha=config.option.bench_alpha,
-                                             baseline=config.stash.get(_BASELINE, None))
+                                             baseline=config.stash.get(_BASELINE, None),
+                                             fail_on_regression=config.option.bench_fail_on_regression,
+                                             skipped=_skipped_cases(config))
+        from benchmark.provenance import collect
+
+        config.stash[_REPORT].provenance = collect(bench, plugin_config=config)
     return config.stash[_REPORT]
+
+
+def _skipped_cases(config: pytest.Config) -> list[dict[str, str]]:
+    """The benchmark cases skipped in this run (e.g. their data is neither cached nor
+    downloadable), each with its task and the skip's one-line reason (what is missing and
+    the command that gets it). Read from the terminal reporter, which also holds the
+    reports of xdist workers."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    skips = [rep for rep in (reporter.stats.get("skipped", []) if reporter is not None else [])
+             if "astrobench" in getattr(rep, "keywords", {}) and isinstance(rep.longrepr, tuple)]
+    if not skips:
+        return []
+    try:
+        tasks = {c.id: c.task.name for c in _cases(config)}
+    except pytest.UsageError:
+        tasks = {}
+    out, seen = [], set()
+    for rep in skips:
+        case_id = rep.nodeid.rsplit("[", 1)[-1].rstrip("]") if rep.nodeid.endswith("]") else rep.nodeid
+        if case_id in seen:
+            continue
+        seen.add(case_id)
+        reason = str(rep.longrepr[2]).removeprefix("Skipped: ")
+        out.append({"case_id": case_id, "task": tasks.get(case_id, ""), "reason": " ".join(reason.split())})
+    return out
 
 
 def _cases(config: pytest.Config) -> list:
@@ -126,12 +156,21 @@ def _bench(config: pytest.Config):
                 record_mode=None if getattr(opt, "disable_recording", False)
                 else (getattr(opt, "record_mode", None) or "none"),
                 progress=False,  # set by bench_run, once the terminal reporter exists
-                command_hint=" ".join(["pytest", *config.args]),  # how this run was started, for messages
+                command_hint=_command_hint(config),
             )
         except BenchError as exc:
             raise pytest.UsageError(str(exc)) from None
         config.stash[_SESSION] = bench
     return config.stash[_SESSION]
+
+
+def _command_hint(config: pytest.Config) -> str:
+    """How this run was started, for the commands that error messages suggest: the paths
+    given, and every option that decides where answers live."""
+    parts = ["pytest", *config.args]
+    if config.option.bench_cassette_dir:
+        parts.append(f"--bench-cassette-dir {config.option.bench_cassette_dir}")
+    return " ".join(parts)
 
 
 def _cassette_dir(config: pytest.Config) -> Path | None:
@@ -249,13 +288,19 @@ def bench_run(bench, request: pytest.FixtureRequest):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
-    bench = config.stash.get(_SESSION, None)
-    if bench is None or not bench.results or hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput"):
         return
+    bench = config.stash.get(_SESSION, None)
+    if bench is None or not bench.results:
+        # nothing measured: still show the published reference and what each skipped case needs
+        if not _skipped_cases(config):
+            return
+        bench = _bench(config)
     opt = config.option
-    report = _report(config, bench)  # the one built at sessionfinish
+    report = _report(config, bench)  # the one built at sessionfinish (or here, when nothing ran)
     terminalreporter.write_sep("=", "astrobench leaderboard")
     terminalreporter.write_line(report.text())  # measured, published, and against the baseline
+    _warn_baseline_differences(terminalreporter, config, report)
     if opt.bench_detail:
         terminalreporter.write_sep("-", "astrobench detail")
         terminalreporter.write_line(report.detail())
@@ -266,6 +311,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
             terminalreporter.write_line(f"{what} written to {path}")
     if problem:
         terminalreporter.write_line(f"astrobench: {problem}", red=True)
+
+
+def _warn_baseline_differences(terminalreporter, config: pytest.Config, report) -> None:
+    """With --bench-baseline: what differs between the baseline's run and this one (prompts, model
+    ids, served snapshots, data; ``note:`` lines are softer), or that the baseline does not say."""
+    baseline = config.stash.get(_BASELINE, None)
+    if baseline is None:
+        return
+    if baseline.provenance is None:
+        terminalreporter.write_line(f"astrobench: baseline {baseline.path} records no provenance (an older "
+                                    f"results file): cannot tell whether its prompts, models or data differ "
+                                    f"from this run's", yellow=True)
+        return
+    lines = report.baseline_differences()
+    if lines:
+        terminalreporter.write_line(f"astrobench: baseline {baseline.path} differs from this run in:", yellow=True)
+        for line in lines:
+            terminalreporter.write_line(f"  {line}", yellow=not line.startswith("note:"))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

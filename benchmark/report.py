@@ -24,7 +24,8 @@ from tabulate import tabulate
 from benchmark.compare import COMPARISON_HEADERS, Baseline, Comparison, comparison_rows, render_comparison
 from benchmark.core import BenchError, write_atomic
 from benchmark.leaderboard import (MEASURED_HEADERS, PUBLISHED, PUBLISHED_HEADERS, Published, load_published,
-                                   measured_cells, measured_rows, published_rows, results_document)
+                                   measured_cells, measured_rows, published_rows, results_document,
+                                   threshold_check)
 from benchmark.leaderboard import fmt_num as _f
 from benchmark.leaderboard import results_from_document  # noqa: F401  (re-exported for callers)
 from benchmark.metrics import estimate_cost, roc_auc, row_normalised
@@ -33,15 +34,22 @@ from benchmark.results import CaseResult, Prediction
 if TYPE_CHECKING:
     from benchmark.config import BenchConfig
 
-CI_NOTE = "accuracy counts unparseable answers and refusals as wrong; 95% CI: Wilson score interval"
-FULL_HEADERS = ["task", "model", "prompt", "n", "accuracy", "95% CI", "macro-F1", "ROC-AUC",
+CI_NOTE = ("accuracy counts unparseable answers and refusals as wrong; 95% CI: Wilson score interval; "
+           "chance: the majority-class share of the sample")
+FULL_HEADERS = ["task", "model", "prompt", "n", "accuracy", "95% CI", "chance", "balanced acc", "kappa",
+                "acc parsed", "no class", "macro-F1", "ROC-AUC",
                 "unparseable", "refused", "tokens in", "tokens out", "cost USD", "wall s", "img/s", "cached",
-                "threshold", "result"]
+                "threshold", "P(fail) at ref", "result"]
 PER_CLASS_HEADERS = ["class", "precision", "recall", "F1", "support"]
 COLUMN_HELP = {
     "n": "samples scored",
     "accuracy": "correct / n (unparseable and refused = wrong)",
     "95% CI": "Wilson score interval on accuracy",
+    "chance": "majority-class share of the sample: the accuracy of always giving the commonest class",
+    "balanced acc": "mean per-class recall (unparseable and refused = wrong)",
+    "kappa": "Cohen's kappa; an answer with no class is a category of its own that never agrees",
+    "acc parsed": "correct / answers with a class (unparseable and refused left out)",
+    "no class": "share of answers with no class: (unparseable + refused) / n",
     "macro-F1": "unweighted mean of per-class F1",
     "ROC-AUC": "from class probabilities (one-vs-rest macro for >2 classes); - when the model gives none",
     "unparseable": "answers the parser could not map to a class",
@@ -53,7 +61,9 @@ COLUMN_HELP = {
     "img/s": "n / wall s",
     "cached": "answers replayed from the case's recording, not asked live",
     "threshold": "minimum accuracy from [thresholds]",
-    "result": "pass / FAIL against the threshold; - when none is set",
+    "P(fail) at ref": "P(Binomial(n, p_ref) / n < threshold): how often a model as good as the reference fails",
+    "result": "pass / FAIL against the threshold; FAIL (regression): failed by the regression gate; "
+              "- when neither applies",
 }
 
 
@@ -72,12 +82,18 @@ class Report:
     published: Path = PUBLISHED
     reference: Published | None = None
     tasks: dict[str, str] = field(default_factory=dict)  # task name -> its description (config)
+    fail_on_regression: bool = False  # the regression gate failed the cases whose comparison is a regression
+    skipped: list[dict[str, str]] = field(default_factory=list)  # cases not run: case_id, task, reason
+    provenance: dict[str, Any] | None = None  # what produced this run (benchmark.provenance.collect)
+    baseline_provenance: dict[str, Any] | None = None  # what produced the baseline run, if it says
 
     @classmethod
     def build(cls, results: Sequence[CaseResult], *, config: BenchConfig | None = None,
-              baseline: Baseline | None = None, alpha: float = 0.05, published: Path = PUBLISHED) -> Report:
-        """The report of ``results``: prices from ``config``, comparisons against ``baseline``,
-        and the published rows, read here once."""
+              baseline: Baseline | None = None, alpha: float = 0.05, published: Path = PUBLISHED,
+              fail_on_regression: bool = False, skipped: Sequence[dict[str, str]] = ()) -> Report:
+        """The report of ``results``: prices from ``config``, comparisons against ``baseline``
+        (``fail_on_regression``: a regression fails the case, as ``--bench-fail-on-regression``),
+        the published rows, read here once, and the ``skipped`` cases with what they miss."""
         prices: dict[str, dict[str, float]] = {}
         if config is not None:
             prices = {name: m.settings["prices"] for name, m in config.models.items()
@@ -85,7 +101,18 @@ class Report:
         comparisons = [baseline.compare(r, alpha=alpha) for r in results] if baseline else None
         tasks = {name: t.description for name, t in config.tasks.items() if t.description} if config else {}
         return cls(list(results), prices, comparisons, str(baseline.path) if baseline else None, published,
-                   load_published(published), tasks)
+                   load_published(published), tasks, fail_on_regression=bool(fail_on_regression and baseline),
+                   skipped=[dict(x) for x in skipped],
+                   baseline_provenance=baseline.provenance if baseline else None)
+
+    def baseline_differences(self) -> list[str] | None:
+        """What differs between the baseline's run and this one that matters for comparing them
+        (:func:`benchmark.provenance.differences`); None when either run records no provenance."""
+        if self.provenance is None or self.baseline_provenance is None:
+            return None
+        from benchmark.provenance import differences
+
+        return differences(self.baseline_provenance, self.provenance)
 
     def published_table(self) -> Published:
         """The published citation and rows, loaded once per Report."""
@@ -112,10 +139,33 @@ class Report:
             "confusion_row_normalised": row_normalised(s.confusion, s.unparseable_by_class),
             "merged_accuracy": merged,
             "mode_agreement": _mode_agreement(r.predictions),
+            "threshold_check": threshold_check(r, self.published_table().rows),
         }
 
     def comparison(self, case_id: str) -> Comparison | None:
         return next((c for c in self.comparisons or [] if c.case_id == case_id), None)
+
+    def regression(self, case_id: str) -> bool:
+        """True when the regression gate failed this case (a significant drop, gate on)."""
+        c = self.comparison(case_id)
+        return self.fail_on_regression and c is not None and c.regression
+
+    def regressions(self) -> list[str]:
+        return [r.case_id for r in self.results if self.regression(r.case_id)]
+
+    def passed(self, r: CaseResult) -> bool | None:
+        """The case's outcome: its threshold's, and False when the regression gate failed it."""
+        return False if self.regression(r.case_id) else r.passed
+
+    def threshold_warnings(self) -> list[str]:
+        """One line per case whose threshold is at or near the sample's chance accuracy."""
+        rows = self.published_table().rows
+        return [f"{r.case_id}: {w}" for r in self.results
+                if (w := (threshold_check(r, rows) or {}).get("warning"))]
+
+    def measured_tasks(self) -> set[str]:
+        """The tasks measured or skipped in this run (their published rows are shown)."""
+        return {r.task for r in self.results} | {x["task"] for x in self.skipped if x.get("task")}
 
     # -- tables ---------------------------------------------------------------
     def headers(self) -> list[str]:
@@ -127,7 +177,11 @@ class Report:
         rows = []
         for r in self.results:
             x = self.summary(r)
-            cells = {**measured_cells(r), "ROC-AUC": _f(x["roc_auc"]),
+            s, check = r.scores, x["threshold_check"]
+            cells = {**measured_cells(r, regression=self.regression(r.case_id)), "ROC-AUC": _f(x["roc_auc"]),
+                     "balanced acc": _f(s.balanced_accuracy), "kappa": _f(s.kappa),
+                     "acc parsed": _f(s.parsed_accuracy), "no class": _f(s.no_class_rate),
+                     "P(fail) at ref": _f(check["fail_probability"]) if check else "-",
                      "tokens in": _count(x["prompt_tokens"]), "tokens out": _count(x["completion_tokens"]),
                      "cost USD": _f(x["cost_usd"], 4), "wall s": _f(r.wall_s, 2),
                      "img/s": _f(x["images_per_s"], 1), "cached": str(x["cached"])}
@@ -144,21 +198,29 @@ class Report:
     def published_rows(self) -> tuple[str, list[list[str]]]:
         """The citation and the published rows of the tasks measured here."""
         citation, pub = self.published_table()
-        return citation, published_rows(pub, {r.task for r in self.results})
+        return citation, published_rows(pub, self.measured_tasks())
 
     # -- outputs ----------------------------------------------------------------
     def text(self, *, fmt: str = "simple") -> str:
         """The end-of-session terminal leaderboard: the compact measured table, the published
         reference rows with the citation, then the baseline comparison when there is one."""
-        parts = ["Measured (accuracy counts unparseable answers and refusals as wrong; 95% CI: Wilson)",
-                 tabulate(measured_rows(self.results), headers=MEASURED_HEADERS, tablefmt=fmt,
-                          disable_numparse=True)]
+        if self.results:
+            parts = ["Measured (accuracy counts unparseable answers and refusals as wrong; 95% CI: Wilson; "
+                     "chance: majority-class share of the sample)",
+                     tabulate(measured_rows(self.results, self.regressions()), headers=MEASURED_HEADERS,
+                              tablefmt=fmt, disable_numparse=True)]
+            parts += [f"warning: {w}" for w in self.threshold_warnings()]
+        else:
+            parts = ["Measured: nothing in this run (every case was skipped; what each one needs is listed below)"]
         citation, pub = self.published_rows()
         if pub:
             parts += ["", f"Published reference rows (not measured here): {citation}",
                       tabulate(pub, headers=PUBLISHED_HEADERS, tablefmt=fmt, disable_numparse=True)]
         if self.comparisons is not None:
             parts += ["", render_comparison(self.comparisons, self.baseline or "", fmt=fmt)]
+        if self.skipped:
+            parts += ["", "Skipped cases (not measured): what is missing and the command that gets it"]
+            parts += [f"  {x['case_id']}: {x['reason']}" for x in self.skipped]
         return "\n".join(parts)
 
     def document(self, *, sources: Sequence[Path] = ()) -> dict[str, Any]:
@@ -166,8 +228,18 @@ class Report:
         doc = results_document(self.results, sources=sources, published=self.published_table())
         for case, r in zip(doc["cases"], self.results):
             case["summary"] = self.summary(r)
+            if self.comparisons is not None:  # detected; it fails the case only with the gate on
+                c = self.comparison(r.case_id)
+                case["regression"] = bool(c is not None and c.regression)
+                case["passed"] = self.passed(r)
         if self.comparisons is not None:
-            doc["baseline"] = {"path": self.baseline, "comparisons": [c.to_json() for c in self.comparisons]}
+            doc["baseline"] = {"path": self.baseline, "fail_on_regression": self.fail_on_regression,
+                               "comparisons": [c.to_json() for c in self.comparisons],
+                               "differences": self.baseline_differences()}
+        if self.skipped:
+            doc["skipped"] = [dict(x) for x in self.skipped]
+        if self.provenance is not None:
+            doc["provenance"] = self.provenance
         return doc
 
     def detail(self) -> str:
@@ -178,6 +250,15 @@ class Report:
             out += ["", f"{r.case_id}  (task {r.task}, model {r.model} = {r.model_id}, prompt {r.prompt})",
                     f"  accuracy {s.accuracy:.3f} (95% CI Wilson {s.ci_low:.3f}-{s.ci_high:.3f}), "
                     f"macro-F1 {s.macro_f1:.3f}, ROC-AUC {_f(x['roc_auc'])}, unparseable {s.unparseable}, refused {s.refused} of {s.n}"]
+            kappa = "undefined" if s.kappa is None else f"{s.kappa:.3f}"
+            majority = r.classes[s.support.index(max(s.support))] if s.support and s.n else "-"
+            out.append(f"  chance {s.chance_accuracy:.3f} (always answering the majority class {majority!r}), "
+                       f"balanced accuracy {s.balanced_accuracy:.3f}, Cohen's kappa {kappa} "
+                       f"(an answer with no class is a category of its own)")
+            parsed = "-" if s.parsed_accuracy is None else f"{s.parsed_accuracy:.3f}"
+            out.append(f"  on the {s.n_parsed} answers with a class: accuracy {parsed}; "
+                       f"{s.no_class_rate:.1%} of answers had no class (unparseable or refused)")
+            out += self._threshold_lines(r, x["threshold_check"])
             if r.task in self.tasks:
                 out.append(f"  task: {self.tasks[r.task]}")
             for m in x["merged_accuracy"]:
@@ -199,10 +280,34 @@ class Report:
                     _indent(tabulate(cm_rows, headers=heads, disable_numparse=True))]
         return "\n".join(out).lstrip("\n")
 
+    def _threshold_lines(self, r: CaseResult, check: dict[str, Any] | None) -> list[str]:
+        """The detail view's lines on the threshold and the regression gate of one case."""
+        out = []
+        if check is not None:
+            note = f" ({r.threshold_note})" if r.threshold_note else ""
+            out.append(f"  threshold {check['threshold']:g}{note}: a model exactly as good as the reference "
+                       f"(p_ref {check['reference_accuracy']:.3f}, {check['reference']}) fails it with "
+                       f"probability {check['fail_probability']:.3f} at n={check['n']}")
+            if check["warning"]:
+                out.append(f"  WARNING: {check['warning']}")
+        if self.regression(r.case_id):
+            c = self.comparison(r.case_id)
+            assert c is not None
+            out.append(f"  FAILED by the regression gate: {c.describe()}")
+        return out
+
+    def _notes(self) -> list[str]:
+        """Threshold warnings and regression failures, one line each (Markdown / HTML notes)."""
+        return ([f"warning: {w}" for w in self.threshold_warnings()]
+                + [f"{cid}: FAIL (regression): failed by the regression gate" for cid in self.regressions()])
+
     def markdown(self) -> str:
         """GitHub-flavoured Markdown: measured table, baseline table, published table."""
         parts = ["## Measured", "", f"_{CI_NOTE}._", "",
                  tabulate(self.rows(), headers=self.headers(), tablefmt="github", disable_numparse=True)]
+        notes = self._notes()
+        if notes:
+            parts += ["", *(f"- {n}" for n in notes)]
         if self.comparisons is not None:
             parts += ["", f"## Against baseline `{self.baseline}`", "",
                       "_Paired on shared sample ids; exact McNemar test; b = right in the baseline and "
@@ -222,6 +327,9 @@ class Report:
         body = [f"<h1>{_e(title)}</h1>", f"<p class=\"note\">{_e(CI_NOTE)}. Click a column header to sort.</p>",
                 "<h2>Measured</h2>", _html_table(self.headers(), self.rows(), "measured", sortable=True,
                                                   help=COLUMN_HELP)]
+        notes = self._notes()
+        if notes:
+            body.append("<ul class=\"notes\">" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
         if self.comparisons is not None:
             body += [f"<h2>Against baseline <code>{_e(self.baseline or '')}</code></h2>",
                      "<p class=\"note\">Paired on shared sample ids; exact McNemar test; b = right in the "

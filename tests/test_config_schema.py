@@ -97,7 +97,7 @@ def test_values_reach_the_providers_as_written(tmp_path):
     model = load_config(write(tmp_path / "ok.toml", "[models.gpt-4o]\ntimeout_s = 5\n")).models["gpt-4o"]
     assert model.settings == {"api_key_env": "OPENAI_API_KEY", "temperature": 0, "max_tokens": 20,
                               "concurrency": 8, "timeout_s": 5,
-                              "prices": {"input_per_mtok": 2.5, "output_per_mtok": 10.0}}
+                              "prices": {"input_per_mtok": 5.0, "output_per_mtok": 15.0}}
     settings = settings_from(model)
     assert type(settings["temperature"]) is int  # 0 stays 0: it is part of the recording key
     assert settings["max_retries"] == 6 and settings["detail"] is None

@@ -618,3 +618,48 @@ def test_no_request_thread_outlives_its_case(tmp_path, monkeypatch):
         assert not [t for t in threading.enumerate() if t.name.startswith("astrobench-stub")]
         time.sleep(0.2)
         assert len(stub.requests) == asked <= 4  # nothing asked after the case ended
+
+
+def test_the_suggested_record_command_records_where_the_answers_live(tmp_path, monkeypatch):
+    """Following the missing-answer message must record what is missing, into --bench-cassette-dir."""
+    import shlex
+
+    monkeypatch.delenv("ASTROBENCH_CASSETTE_DIR", raising=False)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 3)
+        cfg = tmp_path / "toy.toml"
+        cfg.write_text(textwrap.dedent(f"""
+            [datasets.toy]
+            format = "folder"
+            path = "{raw['datasets']['toy']['path']}"
+            classes = ["artifact", "lsbg"]
+            [tasks.toy]
+            dataset = "toy"
+            classes = ["artifact", "lsbg"]
+            prompts = ["paper"]
+            prompt_dir = "{tmp_path / 'prompts' / 'toy'}"
+            [models.stub]
+            provider = "openai"
+            model = "stub-vlm"
+            base_url = "{stub.base_url}"
+            api_key_env = "ASTROBENCH_TEST_KEY"
+        """))
+        project = tmp_path / "project"
+        project.mkdir()
+        (project / "test_bench.py").write_text("def test_case(bench_case, bench_run):\n    bench_run(bench_case)\n")
+        answers = tmp_path / "my-answers"
+        env = {**os.environ, "PYTHONPATH": str(REPO), "ASTROBENCH_TEST_KEY": KEY,
+               "ASTROBENCH_FIXTURES_DIR": str(tmp_path / "frozen")}
+        first = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_bench.py",
+                                "--bench-config", str(cfg), "--bench-task", "toy", "--bench-model", "stub",
+                                "--bench-cassette-dir", str(answers)],
+                               cwd=project, capture_output=True, text=True, timeout=120, env=env)
+        assert first.returncode == 1 and len(stub.requests) == 0
+        [suggested] = [ln.strip() for ln in first.stdout.splitlines() if ln.strip().startswith("pytest test_bench.py")]
+        assert f"--bench-cassette-dir {answers}" in suggested
+        args = shlex.split(suggested)[1:]
+        second = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+                                cwd=project, capture_output=True, text=True, timeout=120, env=env)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert len(stub.requests) == 3
+    assert (answers / "toy+stub+paper.jsonl").exists()
