@@ -39,9 +39,11 @@ CI_NOTE = ("accuracy counts unparseable answers and refusals as wrong; 95% CI: W
 FULL_HEADERS = ["task", "model", "prompt", "n", "accuracy", "95% CI", "chance", "balanced acc", "kappa",
                 "acc parsed", "no class", "macro-F1", "ROC-AUC",
                 "unparseable", "refused", "tokens in", "tokens out", "cost USD", "wall s", "img/s", "cached",
-                "threshold", "P(fail) at ref", "result"]
+                "threshold", "P(fail) at ref", "result", "served model", "method"]
 PER_CLASS_HEADERS = ["class", "precision", "recall", "F1", "support"]
 COLUMN_HELP = {
+    "served model": "the model id the API said it served (response.model); for local models, id@weights commit",
+    "method": "how answers became classes: parser, extract (extractor model), score",
     "n": "samples scored",
     "accuracy": "correct / n (unparseable and refused = wrong)",
     "95% CI": "Wilson score interval on accuracy",
@@ -181,6 +183,7 @@ class Report:
             cells = {**measured_cells(r, regression=self.regression(r.case_id)), "ROC-AUC": _f(x["roc_auc"]),
                      "balanced acc": _f(s.balanced_accuracy), "kappa": _f(s.kappa),
                      "acc parsed": _f(s.parsed_accuracy), "no class": _f(s.no_class_rate),
+                     "served model": r.served_model or "-", "method": r.method or "-",
                      "P(fail) at ref": _f(check["fail_probability"]) if check else "-",
                      "tokens in": _count(x["prompt_tokens"]), "tokens out": _count(x["completion_tokens"]),
                      "cost USD": _f(x["cost_usd"], 4), "wall s": _f(r.wall_s, 2),
@@ -247,7 +250,9 @@ class Report:
         out: list[str] = []
         for r in self.results:
             s, x = r.scores, self.summary(r)
-            out += ["", f"{r.case_id}  (task {r.task}, model {r.model} = {r.model_id}, prompt {r.prompt})",
+            out += ["", f"{r.case_id}  (task {r.task}, model {r.model} = {r.model_id}, prompt {r.prompt}"
+                        + (f", served {r.served_model}" if r.served_model else "")
+                        + (f", method {r.method}" if r.method else "") + ")",
                     f"  accuracy {s.accuracy:.3f} (95% CI Wilson {s.ci_low:.3f}-{s.ci_high:.3f}), "
                     f"macro-F1 {s.macro_f1:.3f}, ROC-AUC {_f(x['roc_auc'])}, unparseable {s.unparseable}, refused {s.refused} of {s.n}"]
             kappa = "undefined" if s.kappa is None else f"{s.kappa:.3f}"

@@ -350,6 +350,8 @@ class TransformersProvider:
             latency = (time.perf_counter() - t0) / len(batch)
             for i, r in enumerate(batch):
                 ans = Answer(r.sample_id, raw="", latency_s=latency)
+                if self.loaded_revision:  # which weights answered, recorded with the answer
+                    ans.meta["served_model"] = f"{self.model_id}@{self.loaded_revision}"
                 if probs is not None:
                     p = probs[i]
                     ans.probs = p
