@@ -96,3 +96,21 @@ def test_xdist_workers_merge_into_one_leaderboard_and_one_json(world):
     # the detail view: per-class table and row-normalised confusion
     assert "merged classes (morphology-merged): accuracy 0.750" in text
     assert "confusion matrix: counts, then row-normalised" in text
+
+
+def test_a_baseline_from_a_different_setup_is_named_with_its_differences(world):
+    """Results carry provenance; --bench-baseline says what differs (here: the model's settings)."""
+    run, stub, server, tmp = world
+    first = tmp / "first.json"
+    assert run("--bench-task", "lsbg", "--bench-results", str(first)).returncode == 0
+    doc = json.loads(first.read_text())
+    assert doc["provenance"]["record_mode"] == "once" and "lsbg-gpt-4o" in doc["provenance"]["cases"]
+    cfg = tmp / "user.toml"
+    cfg.write_text(cfg.read_text().replace("concurrency = 4\n", "concurrency = 4\nmax_tokens = 30\n"))
+    second = run("--bench-task", "lsbg", "--bench-baseline", str(first), "--bench-results", str(tmp / "second.json"),
+                 mode="new_episodes")
+    text = second.stdout + second.stderr
+    assert second.returncode == 0, text
+    assert f"astrobench: baseline {first} differs from this run in:" in text
+    assert "max_tokens" in text.split("differs from this run in:")[1], text
+    assert json.loads((tmp / "second.json").read_text())["baseline"]["differences"]

@@ -173,3 +173,26 @@ def test_a_recorded_llava_case_replays_without_hub_cache_or_torch(tiny_llava_dir
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"REPLAYED 4 4 {recorded.scores.accuracy}" in proc.stdout
+
+
+def test_the_pil_image_processor_is_used_whatever_is_installed(tiny_llava_dir, monkeypatch):
+    """The authors' pixels: the slow (PIL) image processor, chosen explicitly (with torchvision
+    installed, transformers would pick the fast one by default)."""
+    import transformers
+
+    from benchmark.config import ModelConfig
+    from benchmark.providers.hf import TransformersProvider
+
+    asked: list[dict] = []
+    real = transformers.AutoProcessor.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        asked.append(kwargs)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", classmethod(spy))
+    provider = TransformersProvider.from_config(ModelConfig("tiny", "transformers", str(tiny_llava_dir)))
+    image_processor = provider.processor.image_processor
+    assert asked == [{"use_fast": False}]
+    assert not getattr(image_processor, "is_fast", False)
+    assert not type(image_processor).__name__.endswith("Fast")
