@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from benchmark.compare import COMPARISON_HEADERS, Baseline, Comparison, comparison_rows, render_comparison
+from benchmark.compare import (COMPARISON_HEADERS, Baseline, Comparison, compare_predictions, comparison_rows,
+                               render_comparison)
 from benchmark.core import BenchError, write_atomic
 from benchmark.leaderboard import (MEASURED_HEADERS, PUBLISHED, PUBLISHED_HEADERS, Published, load_published,
                                    measured_cells, measured_rows, published_rows, results_document,
@@ -204,6 +205,18 @@ class Report:
         return citation, published_rows(pub, self.measured_tasks())
 
     # -- outputs ----------------------------------------------------------------
+    def pairs(self) -> list[Comparison]:
+        """Models compared with each other within this run: for each pair of cases on the same
+        task, prompt text and sample (e.g. gpt-4o the paper's snapshot vs gpt-4o-current), the
+        exact McNemar test on the samples' correctness. The first-listed case is the reference."""
+        out: list[Comparison] = []
+        for i, a in enumerate(self.results):
+            for b in self.results[i + 1:]:
+                if (a.task == b.task and a.model != b.model and a.sample_sha256 and a.prompt_sha256
+                        and (a.sample_sha256, a.prompt_sha256) == (b.sample_sha256, b.prompt_sha256)):
+                    out.append(compare_predictions(f"{b.case_id} vs {a.case_id}", b.predictions, a.predictions))
+        return out
+
     def text(self, *, fmt: str = "simple") -> str:
         """The end-of-session terminal leaderboard: the compact measured table, the published
         reference rows with the citation, then the baseline comparison when there is one."""
@@ -221,6 +234,12 @@ class Report:
                       tabulate(pub, headers=PUBLISHED_HEADERS, tablefmt=fmt, disable_numparse=True)]
         if self.comparisons is not None:
             parts += ["", render_comparison(self.comparisons, self.baseline or "", fmt=fmt)]
+        pairs = self.pairs()
+        if pairs:
+            parts += ["", "Models against each other (same task, prompt and sample; exact McNemar; "
+                          "'baseline acc' is the second-named case's; b = right there and wrong in the first)",
+                      tabulate(comparison_rows(pairs), headers=COMPARISON_HEADERS, tablefmt=fmt,
+                               disable_numparse=True)]
         if self.skipped:
             parts += ["", "Skipped cases (not measured): what is missing and the command that gets it"]
             parts += [f"  {x['case_id']}: {x['reason']}" for x in self.skipped]
@@ -241,6 +260,9 @@ class Report:
                                "differences": self.baseline_differences()}
         if self.skipped:
             doc["skipped"] = [dict(x) for x in self.skipped]
+        pairs = self.pairs()
+        if pairs:
+            doc["pairs"] = [c.to_json() for c in pairs]
         if self.provenance is not None:
             doc["provenance"] = self.provenance
         return doc
@@ -319,6 +341,13 @@ class Report:
                       "wrong now, c = the reverse._", "",
                       tabulate(comparison_rows(self.comparisons), headers=COMPARISON_HEADERS,
                                tablefmt="github", disable_numparse=True)]
+        pairs = self.pairs()
+        if pairs:
+            parts += ["", "## Models against each other", "",
+                      "_Same task, prompt and sample; exact McNemar; 'baseline acc' is the second-named "
+                      "case's; b = right there and wrong in the first, c = the reverse._", "",
+                      tabulate(comparison_rows(pairs), headers=COMPARISON_HEADERS, tablefmt="github",
+                               disable_numparse=True)]
         citation, pub = self.published_rows()
         if pub:
             parts += ["", "## Published reference (not measured here)", "", f"Source: {citation}", "",

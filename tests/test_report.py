@@ -234,3 +234,26 @@ def test_rendering_failure_keeps_the_json_and_the_other_outputs(tmp_path, monkey
     assert json.loads(paths["json_path"].read_text())["cases"]
     assert paths["html_path"].read_text().startswith("<!doctype html>")  # still written
     assert not paths["md_path"].exists()
+
+
+def test_two_models_on_the_same_sample_are_compared_with_each_other():
+    """E.g. gpt-4o (the paper's snapshot) and gpt-4o-current in one run: a paired McNemar row."""
+    import dataclasses
+
+    from tests.support.results import make_result
+
+    y = [0, 1] * 10
+    paper = make_result("lsbg-gpt-4o", "lsbg", "gpt-4o", ["a", "b"], y, y)  # all right
+    current = make_result("lsbg-gpt-4o-current", "lsbg", "gpt-4o-current", ["a", "b"], y,
+                          [1 - t for t in y[:8]] + y[8:])  # 8 wrong
+    other = make_result("lsbg-other", "lsbg", "other", ["a", "b"], y, y)
+    same = dict(sample_sha256="s" * 64, prompt_sha256="p" * 64)
+    paper, current = (dataclasses.replace(r, **same) for r in (paper, current))
+    other = dataclasses.replace(other, sample_sha256="t" * 64, prompt_sha256="p" * 64)  # another sample: not paired
+    report = Report([paper, current, other])
+    [pair] = report.pairs()
+    assert pair.case_id == "lsbg-gpt-4o-current vs lsbg-gpt-4o"
+    assert (pair.n_shared, pair.b, pair.c, pair.baseline_accuracy, pair.accuracy) == (20, 8, 0, 1.0, 0.6)
+    assert pair.p_value == pytest.approx(2 / 2 ** 8) and pair.verdict == "REGRESSION"
+    assert "Models against each other" in report.text() and "lsbg-gpt-4o-current vs lsbg-gpt-4o" in report.markdown()
+    assert report.document()["pairs"][0]["b"] == 8
