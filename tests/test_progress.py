@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 from benchmark.progress import Progress
-from tests.support.folder_task import KEY, folder_world
+from tests.support.folder_task import KEY, folder_world, write_toml
 from tests.support.openai_stub import OpenAIStub
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,24 +56,7 @@ def test_a_plain_pytest_run_shows_progress(tmp_path, monkeypatch):
     """pytest captures output; the plugin still shows each case's progress (non-TTY: every 10%)."""
     with OpenAIStub() as stub:
         raw = folder_world(tmp_path, stub, 10)
-        cfg = tmp_path / "toy.toml"
-        cfg.write_text(textwrap.dedent(f"""
-            [datasets.toy]
-            format = "folder"
-            path = "{raw['datasets']['toy']['path']}"
-            classes = ["artifact", "lsbg"]
-            [tasks.toy]
-            dataset = "toy"
-            classes = ["artifact", "lsbg"]
-            prompts = ["paper"]
-            prompt_dir = "{tmp_path / 'prompts' / 'toy'}"
-            [models.stub]
-            provider = "openai"
-            model = "stub-vlm"
-            base_url = "{stub.base_url}"
-            api_key_env = "ASTROBENCH_TEST_KEY"
-            concurrency = 1
-        """))
+        cfg = write_toml(tmp_path, raw, model_extra='concurrency = 1\n')
         project = tmp_path / "project"
         project.mkdir()
         (project / "test_bench.py").write_text("def test_case(bench_case, bench_run):\n    bench_run(bench_case)\n")

@@ -26,6 +26,7 @@ from benchmark.core import Answer, BenchError
 from benchmark.providers import PROVIDERS
 from benchmark.session import plan_cases
 from tests.support.folder_task import (CASSETTES, KEY, PROMPT, folder_world, images, provider_for_url, requests,
+                                      write_toml,
                                        run_case, session)
 from tests.support.openai_stub import OpenAIStub, answer_for
 
@@ -471,23 +472,7 @@ def test_pytest_recording_conventions_place_and_configure_recordings(tmp_path, m
     monkeypatch.delenv("ASTROBENCH_CASSETTE_DIR", raising=False)
     with OpenAIStub() as stub:
         raw = folder_world(tmp_path, stub, 3)
-        cfg = tmp_path / "toy.toml"
-        cfg.write_text(textwrap.dedent(f"""
-            [datasets.toy]
-            format = "folder"
-            path = "{raw['datasets']['toy']['path']}"
-            classes = ["artifact", "lsbg"]
-            [tasks.toy]
-            dataset = "toy"
-            classes = ["artifact", "lsbg"]
-            prompts = ["paper"]
-            prompt_dir = "{tmp_path / 'prompts' / 'toy'}"
-            [models.stub]
-            provider = "openai"
-            model = "stub-vlm"
-            base_url = "{stub.base_url}"
-            api_key_env = "ASTROBENCH_TEST_KEY"
-        """))
+        cfg = write_toml(tmp_path, raw)
         project = tmp_path / "project"
         project.mkdir()
         (project / "conftest.py").write_text(textwrap.dedent(f"""
@@ -627,23 +612,7 @@ def test_the_suggested_record_command_records_where_the_answers_live(tmp_path, m
     monkeypatch.delenv("ASTROBENCH_CASSETTE_DIR", raising=False)
     with OpenAIStub() as stub:
         raw = folder_world(tmp_path, stub, 3)
-        cfg = tmp_path / "toy.toml"
-        cfg.write_text(textwrap.dedent(f"""
-            [datasets.toy]
-            format = "folder"
-            path = "{raw['datasets']['toy']['path']}"
-            classes = ["artifact", "lsbg"]
-            [tasks.toy]
-            dataset = "toy"
-            classes = ["artifact", "lsbg"]
-            prompts = ["paper"]
-            prompt_dir = "{tmp_path / 'prompts' / 'toy'}"
-            [models.stub]
-            provider = "openai"
-            model = "stub-vlm"
-            base_url = "{stub.base_url}"
-            api_key_env = "ASTROBENCH_TEST_KEY"
-        """))
+        cfg = write_toml(tmp_path, raw)
         project = tmp_path / "project"
         project.mkdir()
         (project / "test_bench.py").write_text("def test_case(bench_case, bench_run):\n    bench_run(bench_case)\n")

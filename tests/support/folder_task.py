@@ -7,6 +7,7 @@ scripts of the recording tests (which import this module by its dotted name,
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +75,26 @@ def session(raw: dict, tmp_path: Path, mode: str | None, **kw) -> BenchSession:
 
 def run_case(bench: BenchSession, index: int = 0):
     return bench.run(plan_cases(bench.config)[index])
+
+
+def write_toml(tmp_path: Path, raw: dict, *, model_extra: str = "") -> Path:
+    """``raw`` (from :func:`folder_world`) as a user config file ``toy.toml``, for runs of the
+    plugin in a subprocess; ``model_extra`` adds lines to ``[models.stub]``."""
+    cfg = tmp_path / "toy.toml"
+    cfg.write_text(textwrap.dedent(f"""
+        [datasets.toy]
+        format = "folder"
+        path = "{raw['datasets']['toy']['path']}"
+        classes = ["artifact", "lsbg"]
+        [tasks.toy]
+        dataset = "toy"
+        classes = ["artifact", "lsbg"]
+        prompts = ["paper"]
+        prompt_dir = "{tmp_path / 'prompts' / 'toy'}"
+        [models.stub]
+        provider = "openai"
+        model = "stub-vlm"
+        base_url = "{raw['models']['stub']['base_url']}"
+        api_key_env = "ASTROBENCH_TEST_KEY"
+    """) + model_extra)
+    return cfg
