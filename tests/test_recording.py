@@ -26,8 +26,7 @@ from benchmark.core import Answer, BenchError
 from benchmark.providers import PROVIDERS
 from benchmark.session import plan_cases
 from tests.support.folder_task import (CASSETTES, KEY, PROMPT, folder_world, images, provider_for_url, requests,
-                                      write_toml,
-                                       run_case, session)
+                                       run_case, session, write_toml)
 from tests.support.openai_stub import OpenAIStub, answer_for
 
 REPO = Path(__file__).resolve().parent.parent
