@@ -182,3 +182,78 @@ def render_comparison(comparisons: Sequence[Comparison], baseline: Path | str, *
             f"regression = accuracy drop with p < {alpha:g}; b = right before, wrong now)")
     return head + "\n" + tabulate(comparison_rows(comparisons), headers=COMPARISON_HEADERS,
                                   tablefmt=fmt, disable_numparse=True)
+
+
+# -- every pair of cases in one run ---------------------------------------------------------
+PAIR_HEADERS = ["A", "B", "n shared", "acc A", "acc B", "Δacc (B-A)", "b", "c", "McNemar p", "Holm p", "verdict"]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two cases of one run on the same task and sample (prompt A vs B, model X vs Y).
+    ``b``: right in A and wrong in B; ``c``: the reverse; ``p_holm``: Holm-corrected
+    across all the run's pairs."""
+
+    a: str
+    b_case: str
+    n_shared: int
+    accuracy_a: float
+    accuracy_b: float
+    b: int
+    c: int
+    p_value: float
+    p_holm: float
+    alpha: float = DEFAULT_ALPHA
+
+    @property
+    def delta(self) -> float:
+        return self.accuracy_b - self.accuracy_a
+
+    @property
+    def verdict(self) -> str:
+        if self.p_holm >= self.alpha:
+            return "no significant difference"
+        return f"{self.b_case} better" if self.delta > 0 else f"{self.a} better"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"a": self.a, "b_case": self.b_case, "n_shared": self.n_shared, "accuracy_a": self.accuracy_a,
+                "accuracy_b": self.accuracy_b, "delta": self.delta, "b": self.b, "c": self.c,
+                "p_value": self.p_value, "p_holm": self.p_holm, "alpha": self.alpha, "verdict": self.verdict}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def pairwise(results: Sequence[Any], *, alpha: float = DEFAULT_ALPHA) -> list[Pair]:
+    """Every pair of cases on the same task and the same sample (``sample_sha256``), paired on
+    their shared sample ids with the exact McNemar test, Holm-corrected across the pairs."""
+    raw: list[tuple[str, str, int, float, float, int, int, float]] = []
+    for i, x in enumerate(results):
+        for y in results[i + 1:]:
+            if x.task != y.task or not x.sample_sha256 or x.sample_sha256 != y.sample_sha256:
+                continue
+            right_x, right_y = _correct(x.predictions), _correct(y.predictions)
+            shared = [s for s in right_x if s in right_y]
+            if not shared:
+                continue
+            b = sum(1 for s in shared if right_x[s] and not right_y[s])
+            c = sum(1 for s in shared if right_y[s] and not right_x[s])
+            n = len(shared)
+            raw.append((x.case_id, y.case_id, n, sum(right_x[s] for s in shared) / n,
+                        sum(right_y[s] for s in shared) / n, b, c, mcnemar_exact(b, c)))
+    adjusted = holm([r[7] for r in raw])
+    return [Pair(*r, p_holm=p, alpha=alpha) for r, p in zip(raw, adjusted)]
+
+
+def pair_rows(pairs: Iterable[Pair]) -> list[list[str]]:
+    return [[p.a, p.b_case, str(p.n_shared), f"{p.accuracy_a:.3f}", f"{p.accuracy_b:.3f}", f"{p.delta:+.3f}",
+             str(p.b), str(p.c), f"{p.p_value:.4g}", f"{p.p_holm:.4g}", p.verdict] for p in pairs]

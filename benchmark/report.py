@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from benchmark.compare import (COMPARISON_HEADERS, Baseline, Comparison, compare_predictions, comparison_rows,
-                               render_comparison)
+from benchmark.compare import (COMPARISON_HEADERS, PAIR_HEADERS, Baseline, Comparison, Pair, comparison_rows,
+                               pair_rows, pairwise, render_comparison)
 from benchmark.core import BenchError, write_atomic
 from benchmark.leaderboard import (MEASURED_HEADERS, PUBLISHED, PUBLISHED_HEADERS, Published, load_published,
                                    measured_cells, measured_rows, published_rows, results_document,
@@ -35,6 +35,8 @@ from benchmark.results import CaseResult, Prediction
 if TYPE_CHECKING:
     from benchmark.config import BenchConfig
 
+PAIR_NOTE = ("same task and sample, paired on sample ids; exact McNemar; b = right in A and wrong in B, "
+             "c = the reverse; Holm-corrected across all pairs of the run")
 CI_NOTE = ("accuracy counts unparseable answers and refusals as wrong; 95% CI: Wilson score interval; "
            "chance: the majority-class share of the sample")
 FULL_HEADERS = ["task", "model", "prompt", "n", "accuracy", "95% CI", "chance", "balanced acc", "kappa",
@@ -89,6 +91,8 @@ class Report:
     skipped: list[dict[str, str]] = field(default_factory=list)  # cases not run: case_id, task, reason
     provenance: dict[str, Any] | None = None  # what produced this run (benchmark.provenance.collect)
     baseline_provenance: dict[str, Any] | None = None  # what produced the baseline run, if it says
+    alpha: float = 0.05  # significance level of the comparisons
+    _pairs: list[Pair] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(cls, results: Sequence[CaseResult], *, config: BenchConfig | None = None,
@@ -106,7 +110,7 @@ class Report:
         return cls(list(results), prices, comparisons, str(baseline.path) if baseline else None, published,
                    load_published(published), tasks, fail_on_regression=bool(fail_on_regression and baseline),
                    skipped=[dict(x) for x in skipped],
-                   baseline_provenance=baseline.provenance if baseline else None)
+                   baseline_provenance=baseline.provenance if baseline else None, alpha=alpha)
 
     def baseline_differences(self) -> list[str] | None:
         """What differs between the baseline's run and this one that matters for comparing them
@@ -205,17 +209,28 @@ class Report:
         return citation, published_rows(pub, self.measured_tasks())
 
     # -- outputs ----------------------------------------------------------------
-    def pairs(self) -> list[Comparison]:
-        """Models compared with each other within this run: for each pair of cases on the same
-        task, prompt text and sample (e.g. gpt-4o the paper's snapshot vs gpt-4o-current), the
-        exact McNemar test on the samples' correctness. The first-listed case is the reference."""
-        out: list[Comparison] = []
-        for i, a in enumerate(self.results):
-            for b in self.results[i + 1:]:
-                if (a.task == b.task and a.model != b.model and a.sample_sha256 and a.prompt_sha256
-                        and (a.sample_sha256, a.prompt_sha256) == (b.sample_sha256, b.prompt_sha256)):
-                    out.append(compare_predictions(f"{b.case_id} vs {a.case_id}", b.predictions, a.predictions))
-        return out
+    def pairs(self) -> list[Pair]:
+        """Every pair of cases on the same task and sample (prompt A vs B, model X vs Y, e.g. the
+        paper's gpt-4o snapshot vs gpt-4o-current): exact McNemar, Holm-corrected across pairs."""
+        if self._pairs is None:
+            self._pairs = pairwise(self.results, alpha=self.alpha)
+        return self._pairs
+
+    def _pair_matrices(self, pairs: Sequence[Pair]) -> list[str]:
+        """One matrix per task: cell (row, column) = Δaccuracy of row minus column (Holm p)."""
+        tables = []
+        tasks = {r.case_id: r.task for r in self.results}
+        for task in dict.fromkeys(tasks[p.a] for p in pairs):
+            cases = [r.case_id for r in self.results if r.task == task
+                     and any(r.case_id in (p.a, p.b_case) for p in pairs)]
+            cell = {}
+            for p in pairs:
+                if tasks[p.a] == task:
+                    cell[(p.b_case, p.a)] = f"{p.delta:+.3f} ({p.p_holm:.3g})"
+                    cell[(p.a, p.b_case)] = f"{-p.delta:+.3f} ({p.p_holm:.3g})"
+            rows = [[row, *[cell.get((row, col), "" if row == col else "-") for col in cases]] for row in cases]
+            tables.append(_html_table([task, *cases], rows, f"pairs-{task}"))
+        return tables
 
     def text(self, *, fmt: str = "simple") -> str:
         """The end-of-session terminal leaderboard: the compact measured table, the published
@@ -236,10 +251,8 @@ class Report:
             parts += ["", render_comparison(self.comparisons, self.baseline or "", fmt=fmt)]
         pairs = self.pairs()
         if pairs:
-            parts += ["", "Models against each other (same task, prompt and sample; exact McNemar; "
-                          "'baseline acc' is the second-named case's; b = right there and wrong in the first)",
-                      tabulate(comparison_rows(pairs), headers=COMPARISON_HEADERS, tablefmt=fmt,
-                               disable_numparse=True)]
+            parts += ["", f"Cases against each other ({PAIR_NOTE})",
+                      tabulate(pair_rows(pairs), headers=PAIR_HEADERS, tablefmt=fmt, disable_numparse=True)]
         if self.skipped:
             parts += ["", "Skipped cases (not measured): what is missing and the command that gets it"]
             parts += [f"  {x['case_id']}: {x['reason']}" for x in self.skipped]
@@ -343,11 +356,8 @@ class Report:
                                tablefmt="github", disable_numparse=True)]
         pairs = self.pairs()
         if pairs:
-            parts += ["", "## Models against each other", "",
-                      "_Same task, prompt and sample; exact McNemar; 'baseline acc' is the second-named "
-                      "case's; b = right there and wrong in the first, c = the reverse._", "",
-                      tabulate(comparison_rows(pairs), headers=COMPARISON_HEADERS, tablefmt="github",
-                               disable_numparse=True)]
+            parts += ["", "## Cases against each other", "", f"_{PAIR_NOTE}._", "",
+                      tabulate(pair_rows(pairs), headers=PAIR_HEADERS, tablefmt="github", disable_numparse=True)]
         citation, pub = self.published_rows()
         if pub:
             parts += ["", "## Published reference (not measured here)", "", f"Source: {citation}", "",
@@ -370,6 +380,12 @@ class Report:
                      "baseline and wrong now, c = the reverse.</p>",
                      _html_table(COMPARISON_HEADERS, comparison_rows(self.comparisons), "baseline",
                                  sortable=True)]
+        pairs = self.pairs()
+        if pairs:
+            body += ["<h2>Cases against each other</h2>", f"<p class=\"note\">{_e(PAIR_NOTE)}.</p>",
+                     _html_table(PAIR_HEADERS, pair_rows(pairs), "pairs", sortable=True),
+                     "<p class=\"note\">Matrix: row case minus column case, Δaccuracy (Holm p).</p>",
+                     *self._pair_matrices(pairs)]
         if pub:
             body += ["<h2>Published reference (not measured here)</h2>",
                      f"<p class=\"citation\">{_e(citation)}</p>",

@@ -236,24 +236,38 @@ def test_rendering_failure_keeps_the_json_and_the_other_outputs(tmp_path, monkey
     assert not paths["md_path"].exists()
 
 
-def test_two_models_on_the_same_sample_are_compared_with_each_other():
-    """E.g. gpt-4o (the paper's snapshot) and gpt-4o-current in one run: a paired McNemar row."""
+def test_every_pair_of_cases_on_one_sample_is_compared_holm_corrected():
+    """Prompt A vs B and model X vs Y in one run: Δacc, exact McNemar, Holm across the pairs."""
     import dataclasses
 
+    from benchmark.compare import holm
     from tests.support.results import make_result
 
     y = [0, 1] * 10
-    paper = make_result("lsbg-gpt-4o", "lsbg", "gpt-4o", ["a", "b"], y, y)  # all right
-    current = make_result("lsbg-gpt-4o-current", "lsbg", "gpt-4o-current", ["a", "b"], y,
-                          [1 - t for t in y[:8]] + y[8:])  # 8 wrong
-    other = make_result("lsbg-other", "lsbg", "other", ["a", "b"], y, y)
-    same = dict(sample_sha256="s" * 64, prompt_sha256="p" * 64)
-    paper, current = (dataclasses.replace(r, **same) for r in (paper, current))
-    other = dataclasses.replace(other, sample_sha256="t" * 64, prompt_sha256="p" * 64)  # another sample: not paired
-    report = Report([paper, current, other])
-    [pair] = report.pairs()
-    assert pair.case_id == "lsbg-gpt-4o-current vs lsbg-gpt-4o"
-    assert (pair.n_shared, pair.b, pair.c, pair.baseline_accuracy, pair.accuracy) == (20, 8, 0, 1.0, 0.6)
-    assert pair.p_value == pytest.approx(2 / 2 ** 8) and pair.verdict == "REGRESSION"
-    assert "Models against each other" in report.text() and "lsbg-gpt-4o-current vs lsbg-gpt-4o" in report.markdown()
+    same = dict(sample_sha256="s" * 64)
+    paper = dataclasses.replace(make_result("lsbg-gpt-4o", "lsbg", "gpt-4o", ["a", "b"], y, y), **same)  # 20/20
+    current = dataclasses.replace(make_result("lsbg-gpt-4o-current", "lsbg", "gpt-4o-current", ["a", "b"], y,
+                                              [1 - t for t in y[:8]] + y[8:]), **same)  # 12/20
+    terse = dataclasses.replace(make_result("lsbg-gpt-4o-terse", "lsbg", "gpt-4o", ["a", "b"], y,
+                                            [1 - y[0]] + y[1:]), prompt="terse", **same)  # 19/20
+    other = dataclasses.replace(make_result("lsbg-other", "lsbg", "other", ["a", "b"], y, y),
+                                sample_sha256="t" * 64)  # another sample: never paired
+    report = Report([paper, current, terse, other])
+    pairs = {(p.a, p.b_case): p for p in report.pairs()}
+    assert set(pairs) == {("lsbg-gpt-4o", "lsbg-gpt-4o-current"), ("lsbg-gpt-4o", "lsbg-gpt-4o-terse"),
+                          ("lsbg-gpt-4o-current", "lsbg-gpt-4o-terse")}
+    p1 = pairs[("lsbg-gpt-4o", "lsbg-gpt-4o-current")]
+    assert (p1.n_shared, p1.b, p1.c, p1.accuracy_a, p1.accuracy_b) == (20, 8, 0, 1.0, 0.6)
+    p2 = pairs[("lsbg-gpt-4o", "lsbg-gpt-4o-terse")]
+    p3 = pairs[("lsbg-gpt-4o-current", "lsbg-gpt-4o-terse")]
+    assert (p2.b, p2.c, p3.b, p3.c) == (1, 0, 0, 7)  # sample 0 is wrong in both current and terse
+    raw = [2 / 2 ** 8, 1.0, 2 / 2 ** 7]  # exact McNemar of (8, 0), (1, 0) and (0, 7)
+    assert [p1.p_value, p2.p_value, p3.p_value] == pytest.approx(raw)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])  # 3p, max(2p, prev), max(p, prev)
+    assert [p1.p_holm, p2.p_holm, p3.p_holm] == pytest.approx(holm(raw))
+    assert p1.verdict == "lsbg-gpt-4o better" and p3.verdict == "lsbg-gpt-4o-terse better"
+    assert p2.verdict == "no significant difference"
+    assert "Cases against each other" in report.text() and "Holm p" in report.markdown()
+    page = report.html()
+    assert 'id="pairs"' in page and 'id="pairs-lsbg"' in page and "+0.400 (" in page
     assert report.document()["pairs"][0]["b"] == 8
