@@ -23,11 +23,19 @@ class BenchError(Exception):
     """
 
 
-class DatasetUnavailable(BenchError):
-    """The data is neither cached nor downloadable right now (e.g. offline).
+class Unavailable(BenchError):
+    """Something a case needs cannot be had right now (data offline, no API key).
 
     Cases that hit this are skipped with the message, never passed or crashed.
     """
+
+
+class DatasetUnavailable(Unavailable):
+    """The data is neither cached nor downloadable right now (e.g. offline)."""
+
+
+class KeyUnavailable(Unavailable):
+    """A live call is needed and its API key is not set (in record mode ``once``: ``make bench``)."""
 
 
 def write_atomic(path: Path | str, data: str | bytes) -> None:

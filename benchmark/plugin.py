@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.core import BenchError, DatasetUnavailable
+from benchmark.core import BenchError, Unavailable
 
 _SESSION = pytest.StashKey["object"]()
 _BASELINE = pytest.StashKey["object"]()
@@ -271,7 +271,7 @@ def bench_run(bench, request: pytest.FixtureRequest):
         problem = None
         try:
             result = bench.run(case)
-        except DatasetUnavailable as exc:
+        except Unavailable as exc:
             pytest.skip(str(exc))
         except BenchError as exc:
             problem = str(exc)

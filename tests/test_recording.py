@@ -632,3 +632,26 @@ def test_the_suggested_record_command_records_where_the_answers_live(tmp_path, m
         assert second.returncode == 0, second.stdout + second.stderr
         assert len(stub.requests) == 3
     assert (answers / "toy+stub+paper.jsonl").exists()
+
+
+def test_make_bench_without_a_key_skips_api_cases_and_replay_only_still_fails(tmp_path, monkeypatch):
+    """record mode once (make bench) with no key and nothing recorded: a skip that says how to
+    run the case; record mode none (CI) keeps failing on anything missing."""
+    monkeypatch.delenv("ASTROBENCH_CASSETTE_DIR", raising=False)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 3)
+        cfg = write_toml(tmp_path, raw)
+        project = tmp_path / "project"
+        project.mkdir()
+        (project / "test_bench.py").write_text("def test_case(bench_case, bench_run):\n    bench_run(bench_case)\n")
+        env = {k: v for k, v in os.environ.items() if k != "ASTROBENCH_TEST_KEY"}
+        env.update(PYTHONPATH=str(REPO), ASTROBENCH_FIXTURES_DIR=str(tmp_path / "frozen"))
+        run = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_bench.py", "--bench-config", str(cfg),
+               "--bench-task", "toy", "--bench-model", "stub", "--bench-cassette-dir", str(tmp_path / "answers")]
+        once = subprocess.run(run + ["--record-mode", "once"], cwd=project, capture_output=True, text=True,
+                              timeout=120, env=env)
+        replay = subprocess.run(run, cwd=project, capture_output=True, text=True, timeout=120, env=env)
+        assert len(stub.requests) == 0
+    assert once.returncode == 0, once.stdout + once.stderr
+    assert "1 skipped" in once.stdout and "set the environment variable ASTROBENCH_TEST_KEY" in once.stdout
+    assert replay.returncode == 1 and "has no recording for 3" in replay.stdout
