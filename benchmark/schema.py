@@ -76,6 +76,9 @@ class OpenAIModel(_Model):
     seed: int | None = Field(None, description="sampling seed, where the server supports one")
     n: int | None = Field(None, ge=1, description="choices per request, sent when set (the paper's "
                                                   "extraction call sent n = 1); the first is used")
+    constrain: Literal["json-schema", "guided-choice"] | None = Field(
+        None, description="force a valid class: OpenAI structured outputs (a JSON schema enum of the labels) "
+                          "or vLLM guided_choice; default: free text, read by the parser")
 
 
 def _str_or_table(value: Any) -> Any:

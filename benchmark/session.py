@@ -192,7 +192,10 @@ class BenchSession:
             if "score_label" in a.meta and "generate_label" not in a.meta:  # both mode, no extractor
                 g = explain_answer(a.raw, task.n_classes).label
                 a.meta.update(generate_label=g, agree=g is not None and g == a.label)
-            if a.label is None and a.refusal is None:
+            if a.label is not None and not 0 <= a.label < task.n_classes:  # e.g. a constrained answer
+                a.meta["reason"] = f"out of range: {a.label} (expected 0..{task.n_classes - 1})"
+                a.label = None
+            elif a.label is None and a.refusal is None:
                 parsed = explain_answer(a.raw, task.n_classes)
                 a.label, a.meta["reason"] = parsed.label, parsed.reason
         self._predictions[key] = _Predictions(samples, answers, wall)

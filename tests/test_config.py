@@ -76,7 +76,7 @@ def test_env_var_names_the_user_config(tmp_path, monkeypatch):
         ('[thresholds]\n"lsbg/gpt-4o" = 1.5\n',
          r"thresholds\.'lsbg/gpt-4o': expected 'min_accuracy' a number in \[0, 1\], found 1.5"),
         ('[thresholds]\n"lsbg/gpt-4o" = -0.1\n', r"found -0.1"),
-        ('[thresholds]\n"lsbg/gtp-4o" = 0.5\n', r"unknown model 'gtp-4o'; known models: gpt-4o, gpt-4o-current, gpt-4o-extract, llava-next, llava-next-parser"),
+        ('[thresholds]\n"lsbg/gtp-4o" = 0.5\n', r"unknown model 'gtp-4o'; known models: gpt-4o, gpt-4o-constrained, gpt-4o-current, gpt-4o-extract, llava-next, llava-next-parser"),
         ('[thresholds]\n"lsgb/gpt-4o" = 0.5\n', r"unknown task 'lsgb'"),
         ('[tasks.lsbg]\nprompts = ["nope"]\n', r"prompt variant 'nope' expects a file nope.txt in .*none exists"),
         ('[tasks.x]\ndataset = "missing"\nclasses = ["a", "b"]\n', r"dataset 'missing' is not defined"),
@@ -97,7 +97,7 @@ def test_unknown_task_or_model_lists_known_names():
     cfg = load_config()
     with pytest.raises(BenchError, match=r"unknown task 'lsbgg'; known tasks: lsbg, morphology, morphology-merged"):
         plan_cases(cfg, tasks=["lsbgg"])
-    with pytest.raises(BenchError, match=r"unknown model 'gpt4o'; known models: gpt-4o, gpt-4o-current, gpt-4o-extract, llava-next, llava-next-parser"):
+    with pytest.raises(BenchError, match=r"unknown model 'gpt4o'; known models: gpt-4o, gpt-4o-constrained, gpt-4o-current, gpt-4o-extract, llava-next, llava-next-parser"):
         plan_cases(cfg, models=["gpt4o"])
     with pytest.raises(BenchError, match=r"unknown prompt variant\(s\) \['nope'\]"):
         plan_cases(cfg, prompts=["nope"])

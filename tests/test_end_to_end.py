@@ -113,7 +113,7 @@ def test_config_mistakes_stop_before_any_model_call(world):
     assert proc.returncode == 4
     assert "unknown task 'lsbgg'; known tasks: lsbg, morphology, morphology-merged" in proc.stderr
     proc = run("--bench-model", "gpt4o")
-    assert "unknown model 'gpt4o'; known models: gpt-4o, gpt-4o-current, gpt-4o-extract, llava-next, llava-next-parser" in proc.stderr
+    assert "unknown model 'gpt4o'; known models: gpt-4o, gpt-4o-constrained, gpt-4o-current, gpt-4o-extract, llava-next, llava-next-parser" in proc.stderr
     proc = run("--bench-task", "lsbg", extra_env={"ASTROBENCH_E2E_KEY": ""})  # once (make bench): a skip
     assert proc.returncode == 0 and "1 skipped" in proc.stdout
     assert "set the environment variable ASTROBENCH_E2E_KEY" in proc.stdout

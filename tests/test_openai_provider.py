@@ -140,3 +140,37 @@ def test_live_key_equals_the_key_vcrpy_derives_from_the_wire():
         p = provider(stub, detail="low", max_tokens=7)
         wire = json.loads(json.dumps(p.request_body(req)))
         assert content_key(canonical_json(canonical_body(wire))) == content_key(p.canonical_request(req))
+
+
+@pytest.mark.parametrize("constrain", ["json-schema", "guided-choice"])
+def test_constrained_answers_are_always_a_class_and_recorded(constrain, tmp_path, monkeypatch):
+    """A constrained model row beside the free one: every answer is a class (no unparseable),
+    the request carries the label enum, and replay reads the class the same way."""
+    from tests.support.folder_task import KEY as TKEY
+    from tests.support.folder_task import folder_world, run_case, session
+    from tests.support.openai_stub import constrained_answer
+
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", TKEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 10)
+        free = raw["models"]["stub"]
+        raw["models"]["stub-constrained"] = dict(free, constrain=constrain)
+        bench = session(raw, tmp_path, "once")
+        plain, forced = (run_case(bench, i) for i in range(2))
+        body = stub.requests[-1]["body"]
+    assert plain.model == "stub" and forced.model == "stub-constrained"
+    assert plain.scores.unparseable == 2 and forced.scores.unparseable == 0
+    if constrain == "json-schema":
+        enum = body["response_format"]["json_schema"]["schema"]["properties"]["category"]["enum"]
+        assert enum == ["0", "1"] and body["response_format"]["json_schema"]["strict"] is True
+    else:
+        assert body["guided_choice"] == ["0", "1"]
+    # styles cycle CORRECT, WRONG, UNPARSEABLE, VERBOSE, BARE over labels 0, 1, 0, 1, ...
+    wanted = [int(constrained_answer(mark_image(np.zeros((64, 64, 3), np.uint8), label=i % 2, style=i % 5,
+                                                n_classes=2))) for i in range(10)]
+    assert sorted(p["parsed"] for p in forced.predictions) == sorted(wanted)
+    assert all(p["reason"].startswith(f"constrained ({constrain})") for p in forced.predictions)
+    monkeypatch.delenv("ASTROBENCH_TEST_KEY")
+    again = run_case(session(raw, tmp_path, "none"), 1)  # replayed: the same classes, no server
+    assert again.scores == forced.scores and [p["parsed"] for p in again.predictions] == [
+        p["parsed"] for p in forced.predictions]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -27,6 +28,9 @@ from benchmark.recording.recording import RecordingWriteError
 from benchmark.recording.scrub import Scrubber
 
 _SETTINGS = OPENAI_SETTINGS  # keys and defaults: benchmark.schema.OpenAIModel
+
+
+_EXTRA_BODY = ("guided_choice",)  # server-specific request keys, sent through the client's extra_body
 
 
 def png_data_url(image: np.ndarray) -> str:
@@ -121,7 +125,32 @@ class OpenAIChatProvider:
             body["seed"] = self.settings["seed"]
         if self.settings["n"] is not None:
             body["n"] = self.settings["n"]
+        labels = [str(k) for k in range(request.n_classes)]
+        if self.settings["constrain"] == "json-schema":  # OpenAI structured outputs: a valid class or a refusal
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "classification", "strict": True,
+                "schema": {"type": "object", "properties": {"category": {"type": "string", "enum": labels}},
+                           "required": ["category"], "additionalProperties": False}}}
+        elif self.settings["constrain"] == "guided-choice":  # vLLM: the answer is one of the labels
+            body["guided_choice"] = labels
         return body
+
+    def _constrained(self, answer: Answer) -> Answer:
+        """A constrained answer's class comes from its structure, not from the free-text parser."""
+        mode = self.settings["constrain"]
+        if mode is None or answer.refusal is not None:
+            return answer
+        text = answer.raw.strip()
+        if mode == "json-schema":
+            try:
+                data = json.loads(text)
+                text = str(data.get("category", "")) if isinstance(data, dict) else ""
+            except ValueError:
+                text = ""
+        if text.isdigit():
+            answer.label = int(text)
+            answer.meta["reason"] = f"constrained ({mode}): {text}"
+        return answer
 
     def canonical_request(self, request: Request) -> dict[str, Any]:
         """What determines the answer: the request body with the image as its sha256
@@ -129,7 +158,7 @@ class OpenAIChatProvider:
         return self.request_body(request, image_ref=True)
 
     def from_record(self, sample_id: str, record: dict[str, Any]) -> Answer:
-        return answer_from_completion(sample_id, parse_completion(record["response"]))
+        return self._constrained(answer_from_completion(sample_id, parse_completion(record["response"])))
 
     def _scrub(self, text: str) -> str:
         return self._scrubber.text(text)
@@ -144,7 +173,8 @@ class OpenAIChatProvider:
             if attempt:
                 time.sleep(min(self.malformed_backoff_s * 2 ** (attempt - 1), 8.0))
             try:
-                raw = self._client.chat.completions.with_raw_response.create(**body)
+                extra = {k: body.pop(k) for k in _EXTRA_BODY if k in body}  # not the client's own parameters
+                raw = self._client.chat.completions.with_raw_response.create(**body, extra_body=extra or None)
             except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
                 # The client's retries are exhausted: report it, never record it.
                 return Answer(request.sample_id, raw="", error=self._scrub(f"{type(exc).__name__}: {exc}"),
@@ -158,7 +188,8 @@ class OpenAIChatProvider:
             except MalformedResponse as exc:
                 problem = self._scrub(str(exc))
                 continue  # a failed request: asked again, never recorded
-            return answer_from_completion(request.sample_id, completion, latency_s=time.perf_counter() - start)
+            return self._constrained(answer_from_completion(request.sample_id, completion,
+                                                            latency_s=time.perf_counter() - start))
         return Answer(request.sample_id, raw="", latency_s=time.perf_counter() - start,
                       error=f"MalformedResponse after {self.settings['max_retries'] + 1} attempts: {problem}")
 

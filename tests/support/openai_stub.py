@@ -53,6 +53,14 @@ def answer_for(image: np.ndarray) -> str:
     return f"Category {label}"
 
 
+def constrained_answer(image: np.ndarray) -> str:
+    """The class a constrained request gets: WRONG-style images the wrong one, UNPARSEABLE ones
+    class 0 (a constrained model must pick one), the others their label."""
+    code, n = int(image[0, 0, 0]), int(image[0, 0, 1])
+    label, style = code % 10, code // 10
+    return str((label + 1) % n if style == WRONG else 0 if style == UNPARSEABLE else label)
+
+
 def decode_data_url(url: str) -> np.ndarray:
     from PIL import Image
 
@@ -193,6 +201,10 @@ class OpenAIStub:
             if self.delay_s:
                 time.sleep(self.delay_s)
             text = answer_for(images[0]) if images else "0"
+            if images and ("response_format" in body or "guided_choice" in body):
+                text = constrained_answer(images[0])
+                if "response_format" in body:
+                    text = json.dumps({"category": text})
             self._send(h, 200, extra={"set-cookie": "session=STUB-COOKIE-SECRET; Path=/",
                                       "openai-organization": "org-STUB-SECRET"}, body={
                 "id": f"chatcmpl-stub-{len(self.requests)}",
