@@ -301,6 +301,10 @@ class Report:
             out += self._threshold_lines(r, x["threshold_check"])
             if r.task in self.tasks:
                 out.append(f"  task: {self.tasks[r.task]}")
+            if r.repeats:
+                rp = r.repeats
+                out.append(f"  repeats: {rp['n']}, accuracy mean {rp['mean']:.3f} +- {rp['sd']:.3f} (sd), "
+                           f"majority vote {s.accuracy:.3f}")
             for m in x["merged_accuracy"]:
                 out.append(f"  merged classes ({m['task']}): accuracy {m['accuracy']:.3f}")
             if x["mode_agreement"] is not None:

@@ -51,6 +51,7 @@ class CaseResult:
     sample_sha256: str = ""  # over the sample's (id, label, image sha256), in order
     served_model: str = ""  # the model id(s) the API said it served (response.model), comma-joined
     method: str = ""  # how answers became classes, e.g. "parser", "extract (gpt-4o)", "score"
+    repeats: dict[str, Any] | None = None  # ``repeats`` > 1: n, accuracies, mean, sd, majority_accuracy
 
     @property
     def passed(self) -> bool | None:
@@ -85,6 +86,7 @@ class CaseResult:
             "sample_sha256": self.sample_sha256,
             "served_model": self.served_model,
             "method": self.method,
+            "repeats": self.repeats,
             "metrics": self.scores.to_json(),
             "predictions": self.predictions,
         }
@@ -105,4 +107,5 @@ class CaseResult:
             sample_sha256=str(data.get("sample_sha256") or ""),
             served_model=str(data.get("served_model") or ""),
             method=str(data.get("method") or ""),
+            repeats=data.get("repeats"),
         )

@@ -57,6 +57,8 @@ class _Model(_Table):
     enabled: bool = Field(True, description="run by default; false: only when named with --bench-model")
     prompts: list[Name] | None = Field(None, description="prompt variants that replace the task's, first = default")
     prices: Prices | None = Field(None, description="for cost estimates in the reports")
+    repeats: int = Field(1, ge=1, description="ask every request this many times (with temperature > 0): "
+                                              "mean +- sd of accuracy and the majority-vote accuracy")
 
 
 class OpenAIModel(_Model):

@@ -8,7 +8,8 @@ import hashlib
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,22 @@ class _Predictions:
     samples: list[Sample]
     answers: dict[str, Answer]
     wall_s: float
+    repeats: list[dict[str, int | None]] | None = None  # per repeat: sample id -> class (``repeats`` > 1)
+
+
+def majority_vote(rounds: list[dict[str, Answer]]) -> dict[str, Answer]:
+    """Per sample, the class most repeats gave (ties: the one given first); the answer kept is
+    the first repeat's with that class, with every repeat's vote in ``meta["votes"]``."""
+    out: dict[str, Answer] = {}
+    for sid in rounds[0]:
+        votes = [rd[sid].label for rd in rounds]
+        counted = Counter(v for v in votes if v is not None)
+        winner = max(counted, key=lambda v: (counted[v], -votes.index(v))) if counted else None
+        chosen = next((rd[sid] for rd in rounds if rd[sid].label == winner), rounds[0][sid])
+        out[sid] = replace(chosen, meta={**chosen.meta, "votes": votes})
+        if winner is None:
+            out[sid].label = None
+    return out
 
 
 class BenchSession:
@@ -158,6 +175,8 @@ class BenchSession:
                      Recording(self.recording_path(task, model, prompt), mode=self.record_mode,
                                scrub=self.scrub, resolve_hint=command))
         start = time.perf_counter()
+        n_repeats = int(model.settings.get("repeats", 1))
+        rounds: list[dict[str, Answer]] = []
         with recording as rec:
             def ask(source: Any, source_model: ModelConfig, asks: list[Request], label: str):
                 return answer_requests(source, asks, recording=rec, progress=self.progress, label=label,
@@ -165,41 +184,59 @@ class BenchSession:
                                        vcr_configure=self.vcr_configure,
                                        need_live=lambda n: self._need_live(source, source_model))
 
-            answers = ask(provider, model, requests, label)
-            extract_with = model.settings.get("extract_with")
-            if extract_with:
-                ext_model = self.config.models[extract_with]
-                instruction = task.prompt_text(model.settings.get("extract_prompt", EXTRACT_PROMPT))
-                asks = extraction_requests([r for r in requests if answers[r.sample_id].error is None], answers,
-                                           instruction)
-                extracted = ask(self.provider(ext_model), ext_model, asks, f"{label} extract ({extract_with})")
-                for r in asks:
-                    apply_extraction(answers[r.sample_id], extracted[r.sample_id], task.n_classes,
-                                     extractor=extract_with)
-            failed = [a for a in answers.values() if a.error]
-            if failed:
-                again = (f"rerun the same command (--record-mode {self.record_mode}) to resume"
-                         if self.record_mode in ("all", "rewrite") else
-                         "rerun with --record-mode new_episodes to retry only the failed ones")
-                raise BenchError(
-                    f"{len(failed)} of {len(requests)} requests to {model.name} failed after retries "
-                    f"(e.g. sample {failed[0].sample_id}: {self.scrub(failed[0].error)}); the "
-                    f"{len(requests) - len(failed)} answers received are saved; {again}")
+            for r in range(n_repeats):
+                asks = requests if r == 0 else [replace(q, repeat=r) for q in requests]
+                shown = label if n_repeats == 1 else f"{label} repeat {r + 1}/{n_repeats}"
+                rounds.append(self._answers_of(ask, task, model, provider, asks, shown))
             if rec is not None:
                 rec.finish(complete=self._whole_sample(task))
         wall = time.perf_counter() - start
-        for a in answers.values():
-            if "score_label" in a.meta and "generate_label" not in a.meta:  # both mode, no extractor
-                g = explain_answer(a.raw, task.n_classes).label
-                a.meta.update(generate_label=g, agree=g is not None and g == a.label)
-            if a.label is not None and not 0 <= a.label < task.n_classes:  # e.g. a constrained answer
-                a.meta["reason"] = f"out of range: {a.label} (expected 0..{task.n_classes - 1})"
-                a.label = None
-            elif a.label is None and a.refusal is None:
-                parsed = explain_answer(a.raw, task.n_classes)
-                a.label, a.meta["reason"] = parsed.label, parsed.reason
-        self._predictions[key] = _Predictions(samples, answers, wall)
+        for answers in rounds:
+            for a in answers.values():
+                self._read_class(a, task.n_classes)
+        answers = rounds[0] if n_repeats == 1 else majority_vote(rounds)
+        repeats = None if n_repeats == 1 else [{s.id: rd[s.id].label for s in samples} for rd in rounds]
+        self._predictions[key] = _Predictions(samples, answers, wall, repeats)
         return self._predictions[key]
+
+    def _answers_of(self, ask: Any, task: TaskConfig, model: ModelConfig, provider: Any,
+                    requests: list[Request], label: str) -> dict[str, Answer]:
+        """One round of the model's answers (and their extraction, the paper's second step)."""
+        answers = ask(provider, model, requests, label)
+        extract_with = model.settings.get("extract_with")
+        if extract_with:
+            ext_model = self.config.models[extract_with]
+            instruction = task.prompt_text(model.settings.get("extract_prompt", EXTRACT_PROMPT))
+            asks = extraction_requests([r for r in requests if answers[r.sample_id].error is None], answers,
+                                       instruction)
+            extracted = ask(self.provider(ext_model), ext_model, asks, f"{label} extract ({extract_with})")
+            for r in asks:
+                apply_extraction(answers[r.sample_id], extracted[r.sample_id], task.n_classes,
+                                 extractor=extract_with)
+        failed = [a for a in answers.values() if a.error]
+        if failed:
+            again = (f"rerun the same command (--record-mode {self.record_mode}) to resume"
+                     if self.record_mode in ("all", "rewrite") else
+                     "rerun with --record-mode new_episodes to retry only the failed ones")
+            raise BenchError(
+                f"{len(failed)} of {len(requests)} requests to {model.name} failed after retries "
+                f"(e.g. sample {failed[0].sample_id}: {self.scrub(failed[0].error)}); the "
+                f"{len(requests) - len(failed)} answers received are saved; {again}")
+        return answers
+
+    @staticmethod
+    def _read_class(a: Answer, n_classes: int) -> None:
+        """The answer's class: the provider's if it gave one in range, else the parser's."""
+        if "score_label" in a.meta and "generate_label" not in a.meta:  # both mode, no extractor
+            g = explain_answer(a.raw, n_classes).label
+            a.meta.update(generate_label=g, agree=g is not None and g == a.label)
+        if a.label is not None and not 0 <= a.label < n_classes:  # e.g. a constrained answer
+            a.meta["reason"] = f"out of range: {a.label} (expected 0..{n_classes - 1})"
+            a.label = None
+        elif a.label is None and a.refusal is None:
+            parsed = explain_answer(a.raw, n_classes)
+            a.label, a.meta["reason"] = parsed.label, parsed.reason
+
 
     def _need_live(self, provider: Any, model: ModelConfig) -> None:
         """Before the first live call. With ``once`` (``make bench``) a model that cannot be
@@ -259,9 +296,28 @@ class BenchSession:
             served_model=", ".join(sorted({str(a.meta["served_model"]) for a in preds.answers.values()
                                            if a.meta.get("served_model")})),
             method=self._method(case.model),
+            repeats=self._repeat_stats(preds, task, y_true) if preds.repeats else None,
         )
         self.results.append(result)
         return result
+
+    @staticmethod
+    def _repeat_stats(preds: _Predictions, task: TaskConfig, y_true: list[int]) -> dict[str, Any]:
+        """Accuracy of each repeat (classes merged as the task says), their mean and sample sd,
+        and the accuracy of the majority vote (the case's own predictions)."""
+        mapping = task.merge_map() if task.merge is not None else None
+        accuracies = []
+        majority = {s.id: preds.answers[s.id].label for s in preds.samples}
+        for labels in [*(preds.repeats or []), majority]:
+            pred = [labels[s.id] for s in preds.samples]
+            if mapping is not None:
+                pred = [None if p is None else mapping[p] for p in pred]
+            accuracies.append(sum(p == t for p, t in zip(pred, y_true)) / len(y_true) if y_true else 0.0)
+        *accuracies, majority_accuracy = accuracies
+        mean = sum(accuracies) / len(accuracies)
+        sd = (sum((a - mean) ** 2 for a in accuracies) / (len(accuracies) - 1)) ** 0.5
+        return {"n": len(accuracies), "accuracies": accuracies, "mean": mean, "sd": sd,
+                "majority_accuracy": majority_accuracy}
 
     @staticmethod
     def _method(model: ModelConfig) -> str:

@@ -655,3 +655,58 @@ def test_make_bench_without_a_key_skips_api_cases_and_replay_only_still_fails(tm
     assert once.returncode == 0, once.stdout + once.stderr
     assert "1 skipped" in once.stdout and "set the environment variable ASTROBENCH_TEST_KEY" in once.stdout
     assert replay.returncode == 1 and "has no recording for 3" in replay.stdout
+
+
+class RepeatingLocal(FakeLocalProvider):
+    """Answers right, except: repeat 1 gets samples 0 and 1 wrong, repeat 2 gets sample 0 wrong."""
+
+    def canonical_request(self, request):
+        return {**super().canonical_request(request), **({"repeat": request.repeat} if request.repeat else {})}
+
+    def classify(self, reqs, *, on_answer=None):
+        out = []
+        for r in reqs:
+            FakeLocalProvider.calls += 1
+            index = int(r.sample_id.split("img")[1][:3])
+            truth = index % 2
+            wrong = (r.repeat == 1 and index in (0, 1)) or (r.repeat == 2 and index == 0)
+            a = Answer(r.sample_id, raw=f"Category {1 - truth if wrong else truth}")
+            out.append(a)
+            if on_answer:
+                on_answer(a)
+        return out
+
+
+def test_repeats_give_mean_sd_and_the_majority_vote_and_each_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.setitem(PROVIDERS, "repeating-local", f"{__name__}:RepeatingLocal")
+    FakeLocalProvider.calls = 0
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 4)
+    raw["models"] = {"stub": {"provider": "repeating-local", "model": "tiny", "repeats": 3}}
+    result = run_case(session(raw, tmp_path, "once"))
+    assert FakeLocalProvider.calls == 12
+    rp = result.repeats
+    assert rp["n"] == 3 and rp["accuracies"] == [1.0, 0.5, 0.75]
+    assert rp["mean"] == pytest.approx(0.75) and rp["sd"] == pytest.approx(0.25)
+    # sample 0: right, wrong, wrong -> wrong; sample 1: right, wrong, right -> right
+    assert rp["majority_accuracy"] == result.scores.accuracy == 0.75
+    votes = {p["sample_id"]: p["parsed"] for p in result.predictions}
+    assert votes["artifact/img000.png"] == 1 and votes["lsbg/img001.png"] == 1
+    [path] = recordings(tmp_path)
+    assert len(record_lines(path)) == 12  # the repeat index is part of the key
+    replayed = run_case(session(raw, tmp_path, "none"))
+    assert FakeLocalProvider.calls == 12 and replayed.repeats == rp and replayed.scores == result.scores
+
+
+def test_repeats_of_an_api_model_are_recorded_apart_through_vcrpy(tmp_path, monkeypatch):
+    """The wire body is the same for every repeat; the recording still keeps one answer each."""
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", KEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 4)
+        raw["models"]["stub"].update(repeats=2, temperature=0.7)
+        recorded = run_case(session(raw, tmp_path, "once"))
+        assert len(stub.requests) == 8
+    [path] = recordings(tmp_path)
+    assert len(record_lines(path)) == 8
+    replayed = run_case(session(raw, tmp_path, "none"))
+    assert replayed.repeats == recorded.repeats and replayed.repeats["n"] == 2

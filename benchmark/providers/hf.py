@@ -198,7 +198,8 @@ class TransformersProvider:
 
     def canonical_request(self, request: Request) -> dict[str, Any]:
         """What determines the answer: model settings, prompt and image digest."""
-        return {**self.fingerprint(), "prompt": request.prompt, "image_sha256": request.image_sha256}
+        out = {**self.fingerprint(), "prompt": request.prompt, "image_sha256": request.image_sha256}
+        return {**out, "repeat": request.repeat} if request.repeat else out
 
     def to_record(self, answer: Answer) -> dict[str, Any]:
         return {"answer": {"raw": answer.raw, "label": answer.label, "probs": answer.probs,

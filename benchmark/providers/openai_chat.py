@@ -152,10 +152,15 @@ class OpenAIChatProvider:
             answer.meta["reason"] = f"constrained ({mode}): {text}"
         return answer
 
-    def canonical_request(self, request: Request) -> dict[str, Any]:
-        """What determines the answer: the request body with the image as its sha256
-        (no PNG encoding); equal to what vcrpy's hook derives from the live body."""
+    def wire_request(self, request: Request) -> dict[str, Any]:
+        """The request body with the image as its sha256 (no PNG encoding): what vcrpy's hook
+        derives from the live body."""
         return self.request_body(request, image_ref=True)
+
+    def canonical_request(self, request: Request) -> dict[str, Any]:
+        """What determines the answer: the wire request, and which repeat it is."""
+        body = self.wire_request(request)
+        return {**body, "repeat": request.repeat} if request.repeat else body
 
     def from_record(self, sample_id: str, record: dict[str, Any]) -> Answer:
         return self._constrained(answer_from_completion(sample_id, parse_completion(record["response"])))

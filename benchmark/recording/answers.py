@@ -83,6 +83,10 @@ def answer_requests(
         tap = HttpTap(vcr_config=vcr_config, configure=vcr_configure, path=f"{recording.path}.vcr")
     live = 0
     unrecorded: list[str] = []
+    # vcrpy sees the wire body, which a repeat does not change; it keys what it hands over by that
+    wire = getattr(source, "wire_request", None)
+    tap_keys = {sid: content_key(canonical_json(wire(r))) if wire else keys[sid]
+                for sid, r in ((r.sample_id, r) for rs in missing.values() for r in rs[:1])} if tap else {}
 
     def on_answer(answer: Answer) -> None:
         nonlocal live
@@ -91,7 +95,8 @@ def answer_requests(
         if not group:
             raise BenchError(f"{source.name}: answered unknown sample id {answer.sample_id!r}")
         if recording is not None and answer.error is None:
-            payload = ({"response": tap.take(key)} if tap is not None else source.to_record(answer))
+            payload = ({"response": tap.take(tap_keys[answer.sample_id])} if tap is not None
+                       else source.to_record(answer))
             if payload.get("response", payload.get("answer")) is None:
                 unrecorded.append(answer.sample_id)
             else:
