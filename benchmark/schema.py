@@ -78,6 +78,9 @@ class OpenAIModel(_Model):
     seed: int | None = Field(None, description="sampling seed, where the server supports one")
     n: int | None = Field(None, ge=1, description="choices per request, sent when set (the paper's "
                                                   "extraction call sent n = 1); the first is used")
+    mode: Literal["generate", "score"] = Field(
+        "generate", description="generate: the answer's text, read by the parser; score: the probability of each "
+                                "class label as the first answer token (logprobs + top_logprobs), one token asked")
     constrain: Literal["json-schema", "guided-choice"] | None = Field(
         None, description="force a valid class: OpenAI structured outputs (a JSON schema enum of the labels) "
                           "or vLLM guided_choice; default: free text, read by the parser")

@@ -174,3 +174,27 @@ def test_constrained_answers_are_always_a_class_and_recorded(constrain, tmp_path
     again = run_case(session(raw, tmp_path, "none"), 1)  # replayed: the same classes, no server
     assert again.scores == forced.scores and [p["parsed"] for p in again.predictions] == [
         p["parsed"] for p in forced.predictions]
+
+
+def test_score_mode_reads_class_probabilities_from_logprobs_and_replays_them(tmp_path, monkeypatch):
+    from benchmark.report import Report
+    from tests.support.folder_task import KEY as TKEY
+    from tests.support.folder_task import folder_world, run_case, session
+
+    monkeypatch.setenv("ASTROBENCH_TEST_KEY", TKEY)
+    with OpenAIStub() as stub:
+        raw = folder_world(tmp_path, stub, 10)
+        raw["models"]["stub"]["mode"] = "score"
+        result = run_case(session(raw, tmp_path, "once"))
+        body = stub.requests[0]["body"]
+    assert (body["max_tokens"], body["logprobs"], body["top_logprobs"]) == (1, True, 20)
+    p_top = 0.7 / 0.9  # the non-label alternative "The" is left out, the two labels renormalised
+    for p in result.predictions:
+        assert max(p["probs"]) == pytest.approx(p_top) and sum(p["probs"]) == pytest.approx(1.0)
+        assert p["parsed"] == p["probs"].index(max(p["probs"]))
+    # WRONG-style images (2 of 10) put the mass on the wrong class; nothing is unparseable
+    assert result.scores.correct == 8 and result.scores.unparseable == 0 and result.method == "score"
+    assert Report([result]).summary(result)["roc_auc"] is not None
+    monkeypatch.delenv("ASTROBENCH_TEST_KEY")
+    again = run_case(session(raw, tmp_path, "none"))
+    assert [p["probs"] for p in again.predictions] == [p["probs"] for p in result.predictions]

@@ -23,7 +23,8 @@ import numpy as np
 from benchmark.providers import OnAnswer
 from benchmark.core import Answer, BenchError, Request
 from benchmark.schema import OPENAI_SETTINGS, model_settings
-from benchmark.recording.completions import MalformedResponse, answer_from_completion, parse_completion
+from benchmark.recording.completions import (MalformedResponse, answer_from_completion, class_probabilities,
+                                             parse_completion)
 from benchmark.recording.recording import RecordingWriteError
 from benchmark.recording.scrub import Scrubber
 
@@ -31,6 +32,11 @@ _SETTINGS = OPENAI_SETTINGS  # keys and defaults: benchmark.schema.OpenAIModel
 
 
 _EXTRA_BODY = ("guided_choice",)  # server-specific request keys, sent through the client's extra_body
+
+
+def _n_classes_of(request: Any) -> int:
+    """The class count a recorded request was asked with (kept in score mode's key)."""
+    return int(request.get("n_classes", 0)) if isinstance(request, dict) else 0
 
 
 def png_data_url(image: np.ndarray) -> str:
@@ -125,6 +131,8 @@ class OpenAIChatProvider:
             body["seed"] = self.settings["seed"]
         if self.settings["n"] is not None:
             body["n"] = self.settings["n"]
+        if self.settings["mode"] == "score":  # one token, with the alternatives' log-probabilities
+            body.update(max_tokens=1, logprobs=True, top_logprobs=20)
         labels = [str(k) for k in range(request.n_classes)]
         if self.settings["constrain"] == "json-schema":  # OpenAI structured outputs: a valid class or a refusal
             body["response_format"] = {"type": "json_schema", "json_schema": {
@@ -134,6 +142,16 @@ class OpenAIChatProvider:
         elif self.settings["constrain"] == "guided-choice":  # vLLM: the answer is one of the labels
             body["guided_choice"] = labels
         return body
+
+    def _scored(self, answer: Answer, completion: dict[str, Any], n_classes: int) -> Answer:
+        """Score mode: class probabilities from the first token's alternatives; the class is their argmax."""
+        if self.settings["mode"] == "score" and answer.refusal is None:
+            probs = class_probabilities(completion, n_classes)
+            if probs is not None:
+                answer.probs = probs
+                answer.label = max(range(n_classes), key=probs.__getitem__)
+                answer.meta["reason"] = "score: most probable label token"
+        return answer
 
     def _constrained(self, answer: Answer) -> Answer:
         """A constrained answer's class comes from its structure, not from the free-text parser."""
@@ -160,10 +178,14 @@ class OpenAIChatProvider:
     def canonical_request(self, request: Request) -> dict[str, Any]:
         """What determines the answer: the wire request, and which repeat it is."""
         body = self.wire_request(request)
+        if self.settings["mode"] == "score":
+            body = {**body, "n_classes": request.n_classes}  # which label tokens are read
         return {**body, "repeat": request.repeat} if request.repeat else body
 
     def from_record(self, sample_id: str, record: dict[str, Any]) -> Answer:
-        return self._constrained(answer_from_completion(sample_id, parse_completion(record["response"])))
+        completion = parse_completion(record["response"])
+        n_classes = _n_classes_of(record.get("request"))
+        return self._scored(self._constrained(answer_from_completion(sample_id, completion)), completion, n_classes)
 
     def _scrub(self, text: str) -> str:
         return self._scrubber.text(text)
@@ -193,8 +215,8 @@ class OpenAIChatProvider:
             except MalformedResponse as exc:
                 problem = self._scrub(str(exc))
                 continue  # a failed request: asked again, never recorded
-            return self._constrained(answer_from_completion(request.sample_id, completion,
-                                                            latency_s=time.perf_counter() - start))
+            answer = answer_from_completion(request.sample_id, completion, latency_s=time.perf_counter() - start)
+            return self._scored(self._constrained(answer), completion, request.n_classes)
         return Answer(request.sample_id, raw="", latency_s=time.perf_counter() - start,
                       error=f"MalformedResponse after {self.settings['max_retries'] + 1} attempts: {problem}")
 

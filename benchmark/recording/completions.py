@@ -59,7 +59,40 @@ def parse_completion(body: bytes | str | dict[str, Any], *, content_type: str | 
     if isinstance(usage, dict):
         out["usage"] = {k: int(usage[k]) for k in ("prompt_tokens", "completion_tokens")
                         if isinstance(usage.get(k), int)}
+    first = _first_token_alternatives(choice.get("logprobs"))
+    if first:
+        out["choices"][0]["logprobs"] = {"content": [{"top_logprobs": first}]}
     return out
+
+
+def _first_token_alternatives(logprobs: Any) -> list[dict[str, Any]]:
+    """The first answer token's ``top_logprobs`` ({token, logprob}), kept for score mode."""
+    try:
+        top = logprobs["content"][0]["top_logprobs"]
+        return [{"token": str(t["token"]), "logprob": float(t["logprob"])} for t in top]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return []
+
+
+def class_probabilities(completion: dict[str, Any], n_classes: int) -> list[float] | None:
+    """P(class k) from the first token's alternatives: softmax over the label tokens "0".."n-1"
+    found among them (a label absent from the top alternatives gets probability 0); None when
+    no label token is among them."""
+    import math
+
+    top = completion["choices"][0].get("logprobs", {}).get("content", [{}])[0].get("top_logprobs", [])
+    best: dict[int, float] = {}
+    for alt in top:
+        token = alt["token"].strip()
+        if token.isdigit() and int(token) < n_classes:
+            k = int(token)
+            best[k] = max(best.get(k, -math.inf), alt["logprob"])
+    if not best:
+        return None
+    top_lp = max(best.values())
+    weights = [math.exp(best[k] - top_lp) if k in best else 0.0 for k in range(n_classes)]
+    total = sum(weights)
+    return [w / total for w in weights]
 
 
 def answer_from_completion(sample_id: str, completion: dict[str, Any], *, latency_s: float = 0.0) -> Answer:

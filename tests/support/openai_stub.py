@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +52,18 @@ def answer_for(image: np.ndarray) -> str:
     if style == BARE:
         return f"{label}"
     return f"Category {label}"
+
+
+def scored_alternatives(image: np.ndarray) -> list[dict[str, Any]]:
+    """Score mode's first-token alternatives: the image's label at log-probability log(0.7) (the
+    wrong one for WRONG-style images), the other labels sharing 0.2, then a non-label token."""
+    code, n = int(image[0, 0, 0]), int(image[0, 0, 1])
+    label, style = code % 10, code // 10
+    top = (label + 1) % n if style == WRONG else label
+    others = [k for k in range(n) if k != top]
+    alts = [{"token": str(top), "logprob": math.log(0.7)}]
+    alts += [{"token": f" {k}", "logprob": math.log(0.2 / len(others))} for k in others]
+    return alts + [{"token": "The", "logprob": math.log(0.1)}]
 
 
 def constrained_answer(image: np.ndarray) -> str:
@@ -201,6 +214,11 @@ class OpenAIStub:
             if self.delay_s:
                 time.sleep(self.delay_s)
             text = answer_for(images[0]) if images else "0"
+            logprobs = None
+            if images and body.get("logprobs"):  # score mode: the label digit and its alternatives
+                logprobs = {"content": [{"token": text[:1], "logprob": -0.1,
+                                         "top_logprobs": scored_alternatives(images[0])}]}
+                text = logprobs["content"][0]["top_logprobs"][0]["token"]
             if images and ("response_format" in body or "guided_choice" in body):
                 text = constrained_answer(images[0])
                 if "response_format" in body:
@@ -211,7 +229,7 @@ class OpenAIStub:
                 "object": "chat.completion",
                 "created": 0,
                 "model": body.get("model", ""),
-                "choices": [{"index": 0, "finish_reason": "stop",
+                "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,
                              "message": {"role": "assistant", "content": text}}],
                 "usage": {"prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105},
             })
