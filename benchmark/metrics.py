@@ -232,6 +232,33 @@ def roc_auc(y_true: Sequence[int], probs: Sequence[Sequence[float] | None], n_cl
     return float(np.mean(aucs))
 
 
+def calibration(y_true: Sequence[int], probs: Sequence[Sequence[float] | None], n_classes: int,
+                *, bins: int = 10) -> dict[str, Any] | None:
+    """Brier score (mean squared error of the class probabilities against the one-hot truth),
+    expected calibration error (ECE: confidence of the top class vs its accuracy, ``bins`` equal
+    bins of confidence, weighted by count) and, for two classes, the best accuracy over
+    thresholds on P(class 1) with that threshold (tuned on the sample itself). None without
+    probabilities for every sample."""
+    if not probs or any(p is None or len(p) != n_classes for p in probs):
+        return None
+    yt = np.asarray(y_true, dtype=int)
+    p = np.asarray(probs, dtype=float)
+    onehot = np.eye(n_classes)[yt]
+    brier = float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+    conf, pred = p.max(axis=1), p.argmax(axis=1)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    ece = float(sum(abs(conf[which == b].mean() - (pred[which == b] == yt[which == b]).mean()) * (which == b).sum()
+                    for b in range(bins) if (which == b).any()) / len(yt))
+    out: dict[str, Any] = {"brier": brier, "ece": ece, "ece_bins": bins}
+    if n_classes == 2:
+        scores = p[:, 1]
+        candidates = np.unique(np.concatenate([scores, [np.inf]]))
+        accs = [float(((scores >= t).astype(int) == yt).mean()) for t in candidates]
+        best = int(np.argmax(accs))
+        out.update(best_threshold=float(candidates[best]), best_threshold_accuracy=accs[best])
+    return out
+
+
 def merge_probs(probs: Sequence[float], mapping: Sequence[int]) -> list[float]:
     """Class probabilities summed into merged classes (``mapping``: old -> new)."""
     if len(probs) != len(mapping):

@@ -29,7 +29,7 @@ from benchmark.leaderboard import (MEASURED_HEADERS, PUBLISHED, PUBLISHED_HEADER
                                    threshold_check)
 from benchmark.leaderboard import fmt_num as _f
 from benchmark.leaderboard import results_from_document  # noqa: F401  (re-exported for callers)
-from benchmark.metrics import estimate_cost, roc_auc, row_normalised
+from benchmark.metrics import calibration, estimate_cost, roc_auc, row_normalised
 from benchmark.results import CaseResult, Prediction
 
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ class Report:
                   if m.derived_from == r.task and m.model == r.model and m.prompt == r.prompt]
         return {
             "roc_auc": roc_auc([p["true"] for p in r.predictions], probs, len(r.classes)),
+            "calibration": calibration([p["true"] for p in r.predictions], probs, len(r.classes)),
             "prompt_tokens": usage.get("prompt_tokens"),
             "completion_tokens": usage.get("completion_tokens"),
             "cost_usd": estimate_cost(usage, self.prices.get(r.model)),
@@ -301,6 +302,13 @@ class Report:
             out += self._threshold_lines(r, x["threshold_check"])
             if r.task in self.tasks:
                 out.append(f"  task: {self.tasks[r.task]}")
+            cal = x["calibration"]
+            if cal:
+                line = f"  calibration: Brier {cal['brier']:.4f}, ECE {cal['ece']:.4f} ({cal['ece_bins']} bins)"
+                if "best_threshold" in cal:
+                    line += (f"; best threshold on P(class 1) {cal['best_threshold']:.3f} gives accuracy "
+                             f"{cal['best_threshold_accuracy']:.3f} (tuned on this sample, not a fair score)")
+                out.append(line)
             if r.repeats:
                 rp = r.repeats
                 out.append(f"  repeats: {rp['n']}, accuracy mean {rp['mean']:.3f} +- {rp['sd']:.3f} (sd), "

@@ -92,3 +92,19 @@ def test_numpy_scores_equal_scikit_learn(case):
     assert s.confusion == confusion_matrix(y_true, yp, labels=list(range(k))).tolist()
     assert np.allclose(s.precision, p) and np.allclose(s.recall, r) and np.allclose(s.f1, f)
     assert s.support == [int(x) for x in sup]
+
+
+def test_calibration_on_designed_probabilities():
+    from benchmark.metrics import calibration
+
+    y = [0, 0, 1, 1]
+    probs = [[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.55, 0.45]]
+    cal = calibration(y, probs, 2)
+    # Brier: mean of (p0 - t0)^2 + (p1 - t1)^2
+    assert cal["brier"] == pytest.approx((0.02 + 0.32 + 0.18 + 0.605) / 4)
+    # top-class confidences 0.9, 0.6, 0.7, 0.55 (right, right, right, wrong), 10 bins:
+    # bins 9 {0.9: 1}, 6 {0.6: 1}, 7 {0.7: 1}, 5 {0.55: 0} -> |0.9-1| + |0.6-1| + |0.7-1| + |0.55-0|
+    assert cal["ece"] == pytest.approx((0.1 + 0.4 + 0.3 + 0.55) / 4)
+    # P(class 1) >= 0.45 labels samples 2, 3 as 1 and 0, 1 as 0: all right
+    assert (cal["best_threshold"], cal["best_threshold_accuracy"]) == (0.45, 1.0)
+    assert calibration(y, [None] * 4, 2) is None
