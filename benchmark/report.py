@@ -217,6 +217,22 @@ class Report:
             self._pairs = pairwise(self.results, alpha=self.alpha)
         return self._pairs
 
+    def _case_extras(self, r: CaseResult) -> list[str]:
+        """Lines beyond the scores: repeats and calibration, when the case has them."""
+        out = []
+        if r.repeats:
+            rp = r.repeats
+            out.append(f"repeats: {rp['n']}, accuracy mean {rp['mean']:.3f} +- {rp['sd']:.3f} (sd), "
+                       f"majority vote {r.scores.accuracy:.3f}")
+        cal = self.summary(r)["calibration"]
+        if cal:
+            line = f"calibration: Brier {cal['brier']:.4f}, ECE {cal['ece']:.4f} ({cal['ece_bins']} bins)"
+            if "best_threshold" in cal:
+                line += (f"; best threshold on P(class 1) {cal['best_threshold']:.3f} gives accuracy "
+                         f"{cal['best_threshold_accuracy']:.3f} (tuned on this sample, not a fair score)")
+            out.append(line)
+        return out
+
     def _pair_matrices(self, pairs: Sequence[Pair]) -> list[str]:
         """One matrix per task: cell (row, column) = Δaccuracy of row minus column (Holm p)."""
         tables = []
@@ -302,17 +318,7 @@ class Report:
             out += self._threshold_lines(r, x["threshold_check"])
             if r.task in self.tasks:
                 out.append(f"  task: {self.tasks[r.task]}")
-            cal = x["calibration"]
-            if cal:
-                line = f"  calibration: Brier {cal['brier']:.4f}, ECE {cal['ece']:.4f} ({cal['ece_bins']} bins)"
-                if "best_threshold" in cal:
-                    line += (f"; best threshold on P(class 1) {cal['best_threshold']:.3f} gives accuracy "
-                             f"{cal['best_threshold_accuracy']:.3f} (tuned on this sample, not a fair score)")
-                out.append(line)
-            if r.repeats:
-                rp = r.repeats
-                out.append(f"  repeats: {rp['n']}, accuracy mean {rp['mean']:.3f} +- {rp['sd']:.3f} (sd), "
-                           f"majority vote {s.accuracy:.3f}")
+            out += [f"  {line}" for line in self._case_extras(r)]
             for m in x["merged_accuracy"]:
                 out.append(f"  merged classes ({m['task']}): accuracy {m['accuracy']:.3f}")
             if x["mode_agreement"] is not None:
@@ -410,6 +416,7 @@ class Report:
             body += [f"<section class=\"case\" id=\"case-{_e(r.case_id)}\">",
                      f"<h3>{_e(r.case_id)}</h3>",
                      *([f"<p class=\"note\">{_e(self.tasks[r.task])}</p>"] if r.task in self.tasks else []),
+                     *[f"<p class=\"note\">{_e(line.strip())}</p>" for line in self._case_extras(r)],
                      f"<img alt=\"confusion matrix of {_e(r.case_id)}\" "
                      f"src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">",
                      _html_table(PER_CLASS_HEADERS, _per_class_rows(r), None),

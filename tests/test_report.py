@@ -271,3 +271,20 @@ def test_every_pair_of_cases_on_one_sample_is_compared_holm_corrected():
     page = report.html()
     assert 'id="pairs"' in page and 'id="pairs-lsbg"' in page and "+0.400 (" in page
     assert report.document()["pairs"][0]["b"] == 8
+
+
+def test_repeats_and_calibration_show_in_the_detail_and_the_page():
+    import dataclasses
+
+    from tests.support.results import make_result
+
+    y = [0, 0, 1, 1]
+    r = make_result("lsbg-x", "lsbg", "x", ["a", "b"], y, [0, 0, 1, 0],
+                    probs=[[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.55, 0.45]])
+    r = dataclasses.replace(r, repeats={"n": 3, "accuracies": [1.0, 0.5, 0.75], "mean": 0.75, "sd": 0.25,
+                                        "majority_accuracy": 0.75})
+    report = Report([r])
+    detail, page = report.detail(), report.html()
+    for text in ("repeats: 3, accuracy mean 0.750 +- 0.250 (sd), majority vote 0.750",
+                 "calibration: Brier 0.2813, ECE 0.3375 (10 bins); best threshold on P(class 1) 0.450"):
+        assert text in detail and text in page
