@@ -67,7 +67,8 @@ DIGEST_ALGOS = ("git-sha1", "md5", "sha256")
 _HEX_LEN = {"git-sha1": 40, "md5": 32, "sha256": 64}
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_FITS_SUFFIXES = (".fits", ".fit", ".fts")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *_FITS_SUFFIXES)
 _IMAGE_SHAPE = (64, 64, 3)
 # Descriptive keys any dataset table may carry besides its format's own.
 _META_KEYS = {"format", "description", "license", "citation", "n_classes"}
@@ -152,7 +153,7 @@ _FORMAT_KEYS: dict[str, tuple[set[str], set[str]]] = {
     # format: (required keys, optional keys)
     "lsbg-npy": ({"images", "labels", "files"}, set()),
     "galaxy-mnist-hdf5-gz": ({"file", "files"}, set()),
-    "folder": ({"path"}, {"classes"}),
+    "folder": ({"path"}, {"classes", "display"}),
 }
 _DEFAULT_N_CLASSES = {"lsbg-npy": 2, "galaxy-mnist-hdf5-gz": 4}
 
@@ -663,6 +664,52 @@ def pil_to_rgb8(im: Image.Image, *, source: str) -> np.ndarray:
     return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
 
 
+def fits_to_rgb8(path: Path, display: dict[str, Any], *, source: str) -> np.ndarray:
+    """A FITS cutout as the uint8 HxWx3 image the model sees, displayed as astronomers do.
+
+    The first HDU with data is read: one band (H x W), or three (3 x H x W, in r, g, b
+    order). One band: ``interval`` (min-max, a ``percentile``, or IRAF's zscale) sets the
+    limits, then ``stretch`` (linear, sqrt, log, asinh); grey in all three channels. Three
+    bands: Lupton et al. (2004) colour (``make_lupton_rgb``, ``lupton_q``,
+    ``lupton_stretch``), or each band displayed as one band (``rgb = "bands"``). Rows are
+    flipped so that north is up as in ds9 (FITS row 0 is the bottom). Non-finite pixels
+    take the band's median. Needs astropy (``pip install "astro-vlm-bench[fits]"``).
+    """
+    try:
+        from astropy.io import fits
+        from astropy import visualization as vis
+    except ImportError as exc:
+        raise BenchError(f"{source}: FITS images need astropy ({exc}); install it with:\n"
+                         'pip install "astro-vlm-bench[fits]"') from None
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            data = next((h.data for h in hdul if getattr(h, "data", None) is not None), None)
+            data = None if data is None else np.array(data, dtype=float)
+    except (OSError, ValueError, TypeError) as exc:
+        raise BenchError(f"{source}: expected a FITS file, found one astropy cannot read ({exc})") from None
+    if data is None or not (data.ndim == 2 or (data.ndim == 3 and data.shape[0] == 3)):
+        found = "no image data" if data is None else f"data of shape {data.shape}"
+        raise BenchError(f"{source}: expected one band (H x W) or three (3 x H x W), found {found}")
+    bands = [data] if data.ndim == 2 else list(data)
+    for band in bands:
+        bad = ~np.isfinite(band)
+        if bad.all():
+            raise BenchError(f"{source}: expected finite pixel values, found none")
+        band[bad] = np.median(band[~bad])
+    d = {"stretch": "asinh", "interval": "percentile", "percentile": 99.5, "rgb": "lupton",
+         "lupton_q": 8.0, "lupton_stretch": 0.5, **display}
+    if len(bands) == 3 and d["rgb"] == "lupton":
+        rgb = vis.make_lupton_rgb(*bands, Q=d["lupton_q"], stretch=d["lupton_stretch"])
+        return np.ascontiguousarray(np.flipud(rgb), dtype=np.uint8)
+    interval = {"minmax": vis.MinMaxInterval(), "zscale": vis.ZScaleInterval(),
+                "percentile": vis.PercentileInterval(d["percentile"])}[d["interval"]]
+    stretch = {"linear": vis.LinearStretch(), "sqrt": vis.SqrtStretch(), "log": vis.LogStretch(),
+               "asinh": vis.AsinhStretch()}[d["stretch"]]
+    shown = [np.round(255 * np.clip(stretch(interval(b, clip=True)), 0, 1)).astype(np.uint8) for b in bands]
+    rgb = np.stack(shown * 3 if len(shown) == 1 else shown, axis=-1)
+    return np.ascontiguousarray(np.flipud(rgb))
+
+
 def _load_folder(name: str, spec: dict, *, limit: int | None, base_dir: Path | None) -> list[Sample]:
     from PIL import Image
 
@@ -674,6 +721,10 @@ def _load_folder(name: str, spec: dict, *, limit: int | None, base_dir: Path | N
         order = order[:limit]
     samples = []
     for label, path in order:
+        if path.suffix.lower() in _FITS_SUFFIXES:
+            image = fits_to_rgb8(path, spec.get("display") or {}, source=f"datasets.{name}: {path}")
+            samples.append(Sample(id=path.relative_to(folder).as_posix(), image=image, label=label))
+            continue
         try:
             with Image.open(path) as im:
                 im.load()

@@ -235,13 +235,27 @@ class GalaxyMnist(_Remote):
         return self
 
 
+class FitsDisplay(_Table):
+    """How FITS cutouts become the 8-bit RGB the model sees (astropy.visualization)."""
+
+    stretch: Literal["linear", "sqrt", "log", "asinh"] = Field("asinh", description="one band: the stretch")
+    interval: Literal["minmax", "percentile", "zscale"] = Field("percentile", description="one band: the limits")
+    percentile: float = Field(99.5, gt=0, le=100, description="with interval = percentile: the share kept")
+    rgb: Literal["lupton", "bands"] = Field("lupton", description="three bands (r, g, b planes): Lupton et al. "
+                                                                 "(2004) asinh colour, or each band as one band")
+    lupton_q: float = Field(8.0, gt=0, description="make_lupton_rgb's Q (softening)")
+    lupton_stretch: float = Field(0.5, gt=0, description="make_lupton_rgb's stretch (linear range)")
+
+
 class Folder(_Dataset):
-    """A local folder of PNG/JPEG images, one sub-folder per class."""
+    """A local folder of images (PNG, JPEG, or FITS cutouts), one sub-folder per class."""
 
     format: Literal["folder"]
     path: str = Field(min_length=1, description="the folder (relative: to this file's folder)")
     classes: list[Annotated[str, Field(min_length=1)]] | None = Field(
         None, min_length=1, description="class sub-folders, index = label; default: sorted folder names")
+    display: FitsDisplay | None = Field(None, description="how FITS images are displayed; default: asinh stretch, "
+                                                          "99.5% percentile interval, Lupton colour for 3 bands")
 
     @model_validator(mode="after")
     def _classes(self) -> Folder:
