@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.config import load_config
-from tests.support.folder_task import KEY, folder_world
+from tests.support.folder_task import KEY, FakeLocalProvider, folder_world
 from tests.support.openai_stub import OpenAIStub
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,48 +60,14 @@ def test_llava_input_string_is_the_notebooks_literal(tiny_llava_dir):
     assert text == "USER: <image>\n" + "\n" + prompts[0] + "\nASSISTANT:"
 
 
-class VerboseLocal:
+class VerboseLocal(FakeLocalProvider):
     """An in-process model that answers like LLaVA: verbose text, no class of its own."""
 
-    http = False
-    calls = 0
+    kind = "verbose-local"
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    @classmethod
-    def from_config(cls, model, **_):
-        return cls(model.name)
-
-    def can_call_live(self) -> bool:
-        return True
-
-    def canonical_request(self, request):
-        return {"provider": "verbose-local", "prompt": request.prompt, "image_sha256": request.image_sha256}
-
-    def to_record(self, answer):
-        return {"answer": {"raw": answer.raw}}
-
-    def from_record(self, sample_id, record):
-        from benchmark.core import Answer
-
-        return Answer(sample_id, raw=record["answer"]["raw"])
-
-    def classify(self, requests, *, on_answer=None):
-        from benchmark.core import Answer
-
-        out = []
-        for r in requests:
-            VerboseLocal.calls += 1
-            a = Answer(r.sample_id, raw=f" The image shows sample {r.sample_id}: Category 0, as it does not fit "
-                                        "into the category 1 definition.")
-            out.append(a)
-            if on_answer:
-                on_answer(a)
-        return out
-
-    def close(self):
-        pass
+    def text(self, request) -> str:
+        return (f" The image shows sample {request.sample_id}: Category 0, as it does not fit "
+                "into the category 1 definition.")
 
 
 def test_the_extraction_call_is_the_notebooks_and_replays_without_a_server(tmp_path, monkeypatch):

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 from benchmark.config import parse_config
-from benchmark.core import Answer, BenchError
+from benchmark.core import BenchError
 from benchmark.providers import PROVIDERS
 from benchmark.session import plan_cases
-from tests.support.folder_task import (CASSETTES, KEY, PROMPT, folder_world, images, provider_for_url, requests,
-                                       run_case, session, write_toml)
+from tests.support.folder_task import (CASSETTES, KEY, PROMPT, FakeLocalProvider, folder_world, images,
+                                       provider_for_url, requests, run_case, session, write_toml)
 from tests.support.openai_stub import OpenAIStub, answer_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -511,48 +511,8 @@ def test_pytest_recording_conventions_place_and_configure_recordings(tmp_path, m
 
 
 # -- in-process models: the same recording, the same rules ------------------------------------
-class FakeLocalProvider:
-    """An in-process provider (no HTTP) that answers like the stub and counts calls."""
-
-    calls = 0
-    http = False
-
-    def __init__(self, name: str, temperature: float = 0.0) -> None:
-        self.name, self.temperature = name, temperature
-
-    @classmethod
-    def from_config(cls, model, **_):
-        return cls(model.name, float(model.settings.get("temperature", 0.0)))
-
-    def can_call_live(self) -> bool:
-        return True
-
-    def canonical_request(self, request):
-        return {"provider": "fake-local", "temperature": self.temperature, "prompt": request.prompt,
-                "image_sha256": request.image_sha256}
-
-    def to_record(self, answer):
-        return {"answer": {"raw": answer.raw}}
-
-    def from_record(self, sample_id, record):
-        return Answer(sample_id, raw=record["answer"]["raw"])
-
-    def classify(self, reqs, *, on_answer=None):
-        out = []
-        for r in reqs:
-            FakeLocalProvider.calls += 1
-            a = Answer(r.sample_id, raw=answer_for(r.image))
-            out.append(a)
-            if on_answer:
-                on_answer(a)
-        return out
-
-    def close(self):
-        pass
-
-
 def test_local_models_are_recorded_with_the_same_rules(tmp_path, monkeypatch):
-    monkeypatch.setitem(PROVIDERS, "fake-local", f"{__name__}:FakeLocalProvider")
+    monkeypatch.setitem(PROVIDERS, "fake-local", "tests.support.folder_task:FakeLocalProvider")
     FakeLocalProvider.calls = 0
     with OpenAIStub() as stub:
         raw = folder_world(tmp_path, stub, 8)
@@ -660,21 +620,11 @@ def test_make_bench_without_a_key_skips_api_cases_and_replay_only_still_fails(tm
 class RepeatingLocal(FakeLocalProvider):
     """Answers right, except: repeat 1 gets samples 0 and 1 wrong, repeat 2 gets sample 0 wrong."""
 
-    def canonical_request(self, request):
-        return {**super().canonical_request(request), **({"repeat": request.repeat} if request.repeat else {})}
-
-    def classify(self, reqs, *, on_answer=None):
-        out = []
-        for r in reqs:
-            FakeLocalProvider.calls += 1
-            index = int(r.sample_id.split("img")[1][:3])
-            truth = index % 2
-            wrong = (r.repeat == 1 and index in (0, 1)) or (r.repeat == 2 and index == 0)
-            a = Answer(r.sample_id, raw=f"Category {1 - truth if wrong else truth}")
-            out.append(a)
-            if on_answer:
-                on_answer(a)
-        return out
+    def text(self, request) -> str:
+        index = int(request.sample_id.split("img")[1][:3])
+        truth = index % 2
+        wrong = (request.repeat == 1 and index in (0, 1)) or (request.repeat == 2 and index == 0)
+        return f"Category {1 - truth if wrong else truth}"
 
 
 def test_repeats_give_mean_sd_and_the_majority_vote_and_each_is_recorded(tmp_path, monkeypatch):

@@ -85,8 +85,8 @@ def answer_requests(
     unrecorded: list[str] = []
     # vcrpy sees the wire body, which a repeat does not change; it keys what it hands over by that
     wire = getattr(source, "wire_request", None)
-    tap_keys = {sid: content_key(canonical_json(wire(r))) if wire else keys[sid]
-                for sid, r in ((r.sample_id, r) for rs in missing.values() for r in rs[:1])} if tap else {}
+    tap_keys = {rs[0].sample_id: content_key(canonical_json(wire(rs[0]))) if wire else key
+                for key, rs in missing.items()} if tap else {}
 
     def on_answer(answer: Answer) -> None:
         nonlocal live

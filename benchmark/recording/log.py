@@ -188,8 +188,13 @@ class Appender:
         self._fh.close()
 
 
+def prompt_line(digest: str, text: str) -> bytes:
+    """A prompt definition line: a long text stored once, referred to by its digest."""
+    return dumps({"prompt": digest, "text": text}).encode()
+
+
 def iter_lines(header: dict[str, Any], prompts: dict[str, str], lines: list[bytes]) -> Iterator[bytes]:
     yield dumps(header).encode()
     for d in sorted(prompts):
-        yield dumps({"prompt": d, "text": prompts[d]}).encode()
+        yield prompt_line(d, prompts[d])
     yield from lines

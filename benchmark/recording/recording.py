@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.core import BenchError, write_atomic
-from benchmark.recording.log import FORMAT, Appender, Entry, LogContent, compact_texts, iter_lines, read_log, \
-    record_line
+from benchmark.recording.log import (FORMAT, Appender, Entry, LogContent, compact_texts, iter_lines, prompt_line,
+                                     read_log, record_line)
 
 RECORD_MODES = ("none", "once", "new_episodes", "all", "rewrite")
 _RENEWING = ("all", "rewrite")  # modes that ask again for what is recorded
@@ -211,7 +211,7 @@ class Recording:
                                                                     "mode": self.mode, "started": time.time()})
             for d, text in prompts.items():
                 if d not in self._journal_prompts:
-                    self._appender.append(record_line_prompt(d, text))
+                    self._appender.append(prompt_line(d, text))
                     self._journal_prompts[d] = text
             self._appender.append(line)
         except OSError as exc:
@@ -280,12 +280,6 @@ class Recording:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-
-
-def record_line_prompt(digest: str, text: str) -> bytes:
-    from benchmark.recording.log import dumps
-
-    return dumps({"prompt": digest, "text": text}).encode()
 
 
 def _natural(sample: str) -> tuple:

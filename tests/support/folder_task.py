@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.config import ModelConfig, parse_config
-from benchmark.core import Request
+from benchmark.core import Answer, Request
 from benchmark.providers.openai_chat import OpenAIChatProvider
 from benchmark.session import BenchSession, plan_cases
 from tests.support.openai_stub import (
@@ -23,6 +23,7 @@ from tests.support.openai_stub import (
     VERBOSE,
     WRONG,
     OpenAIStub,
+    answer_for,
     mark_image,
 )
 
@@ -98,3 +99,49 @@ def write_toml(tmp_path: Path, raw: dict, *, model_extra: str = "") -> Path:
         api_key_env = "ASTROBENCH_TEST_KEY"
     """) + model_extra)
     return cfg
+
+
+class FakeLocalProvider:
+    """An in-process provider (no HTTP) that answers like the stub and counts calls;
+    subclasses change the answer's text (``text``)."""
+
+    calls = 0
+    http = False
+    kind = "fake-local"
+
+    def __init__(self, name: str, temperature: float = 0.0) -> None:
+        self.name, self.temperature = name, temperature
+
+    @classmethod
+    def from_config(cls, model, **_):
+        return cls(model.name, float(model.settings.get("temperature", 0.0)))
+
+    def can_call_live(self) -> bool:
+        return True
+
+    def canonical_request(self, request):
+        out = {"provider": self.kind, "temperature": self.temperature, "prompt": request.prompt,
+               "image_sha256": request.image_sha256}
+        return {**out, "repeat": request.repeat} if request.repeat else out
+
+    def to_record(self, answer):
+        return {"answer": {"raw": answer.raw}}
+
+    def from_record(self, sample_id, record):
+        return Answer(sample_id, raw=record["answer"]["raw"])
+
+    def text(self, request) -> str:
+        return answer_for(request.image)
+
+    def classify(self, reqs, *, on_answer=None):
+        out = []
+        for r in reqs:
+            FakeLocalProvider.calls += 1
+            a = Answer(r.sample_id, raw=self.text(r))
+            out.append(a)
+            if on_answer:
+                on_answer(a)
+        return out
+
+    def close(self):
+        pass
