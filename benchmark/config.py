@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -101,6 +101,19 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class PromptVariant:
+    """A prompt variant (``[tasks.NAME.variants.VARIANT]``): its name and which prompt file it sends.
+    Variants without a table send ``<name>.txt`` as written."""
+
+    name: str
+    file: str
+
+    def settings(self) -> dict[str, Any]:
+        """What the variant sets beyond its name (for provenance and results)."""
+        return {k: v for k, v in asdict(self).items() if k != "name"}
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     """One task (``[tasks.NAME]``): a dataset, class names and prompt variants.
 
@@ -117,17 +130,23 @@ class TaskConfig:
     derived_from: str | None = None
     merge: tuple[tuple[int, ...], ...] | None = None
     description: str = ""
+    variants: tuple[PromptVariant, ...] = ()  # those with a [tasks.NAME.variants.X] table
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
 
+    def variant(self, name: str) -> PromptVariant:
+        """The variant's settings (a variant without a table sends ``<name>.txt``)."""
+        check_name(f"task {self.name!r}: prompt variant", name)
+        return next((v for v in self.variants if v.name == name), PromptVariant(name=name, file=name))
+
     def prompt_path(self, variant: str) -> Path:
-        """First ``<variant>.txt`` found in the prompt folders (user's first);
+        """First ``<file>.txt`` of the variant found in the prompt folders (user's first);
         it must resolve inside its folder."""
-        check_name(f"task {self.name!r}: prompt variant", variant)
+        file = self.variant(variant).file
         for folder in self.prompt_dirs:
-            path = folder / f"{variant}.txt"
+            path = folder / f"{file}.txt"
             if path.is_file():
                 real, base = path.resolve(), folder.resolve()
                 if not real.is_relative_to(base):
@@ -135,7 +154,7 @@ class TaskConfig:
                                      f"inside {base}, found {path} -> {real}")
                 return path
         raise BenchError(
-            f"task {self.name!r}: prompt variant {variant!r} expects a file {variant}.txt in "
+            f"task {self.name!r}: prompt variant {variant!r} expects a file {file}.txt in "
             f"{' or '.join(str(d) for d in self.prompt_dirs) or '(no prompt folder)'}; none exists"
         )
 
@@ -312,11 +331,19 @@ def _task(name: str, spec: schema.Task, bench: schema.BenchFile, prompt_dirs: tu
         derived_from=derived,
         merge=tuple(tuple(g) for g in spec.merge) if spec.merge else None,
         description=spec.description,
+        variants=tuple(_variant(name, v, spec) for v, spec in (spec.variants or {}).items()),
     )
     if derived is None:
-        for variant in task.prompts:
+        for variant in (*task.prompts, *(v.name for v in task.variants)):
             check_prompt(task, variant)
     return task
+
+
+def _variant(task: str, name: str, spec: schema.PromptVariant) -> PromptVariant:
+    where = f"tasks.{task}.variants.{name}"
+    check_name(f"{where}: variant name", name)
+    file = check_name(f"{where}.file", spec.file) if spec.file is not None else name
+    return PromptVariant(name=name, file=file)
 
 
 def _dataset_classes(spec: schema.Dataset) -> int | None:

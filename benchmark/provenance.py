@@ -242,7 +242,8 @@ def prompt_info(task: Any, variant: str) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001
         return {"path": None, "sha256": None, "text_sha256": None, "error": str(exc)}
     return {"path": str(path), "sha256": hashlib.sha256(data).hexdigest(),
-            "text_sha256": hashlib.sha256(text.encode()).hexdigest()}
+            "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "variant": task.variant(variant).settings()}
 
 
 def dataset_info(name: str, spec: Mapping[str, Any], frozen_dir: Path) -> dict[str, Any]:
@@ -345,6 +346,10 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
         elif a.get("sha256") != b.get("sha256"):
             soft.append(_change(f"note: prompt file {name}: sha256 of the file (same text sent)",
                                 a.get("sha256"), b.get("sha256")))
+        va, vb = a.get("variant") or {}, b.get("variant") or {}
+        for key in sorted((set(va) | set(vb)) - {"file"}):  # the file is judged by its text above
+            if va.get(key) != vb.get(key):
+                hard.append(_change(f"prompt {name}: {key}", va.get(key), vb.get(key)))
 
     for name, a, b in _both(old, new, "datasets"):
         fa, fb = a.get("files") or {}, b.get("files") or {}

@@ -275,6 +275,14 @@ FORMATS = ("lsbg-npy", "galaxy-mnist-hdf5-gz", "folder")
 # --------------------------------------------------------------------- tasks
 
 
+class PromptVariant(_Table):
+    """Settings of one prompt variant: ``[tasks.NAME.variants.VARIANT]``. A variant without a
+    table is its file ``prompts/<task>/<variant>.txt`` sent as written."""
+
+    file: Name | None = Field(None, description="the prompt file prompts/<task>/<file>.txt; default: the "
+                                                "variant's own name (so several variants can share one file)")
+
+
 class Task(_Table):
     """A dataset, its class names (index = label) and prompt variants; or a re-scoring of another task."""
 
@@ -285,6 +293,9 @@ class Task(_Table):
     prompts: list[Name] | None = Field(None, min_length=1, description='prompt variants (prompts/<task>/<variant>'
                                                                        '.txt), first = default; default ["paper"]')
     prompt_dir: str | None = Field(None, description="folder of the prompt files; default prompts/<task>")
+    variants: dict[Name, PromptVariant] | None = Field(
+        None, description="settings of prompt variants by name (the variant still has to be listed in "
+                          "'prompts' or in a model's 'prompts' to run)")
     derived_from: str | None = Field(None, description="re-score this task's predictions (no model calls)")
     merge: list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]] | None = Field(
         None, min_length=1, description="groups of the base task's class indices, e.g. [[0], [1, 2], [3]]")
@@ -299,7 +310,7 @@ class Task(_Table):
             if self.dataset is None:
                 raise ValueError("expected 'dataset' (a [datasets] name) or 'derived_from', found neither")
         else:
-            given = [k for k in ("dataset", "sample_size", "prompts") if getattr(self, k) is not None]
+            given = [k for k in ("dataset", "sample_size", "prompts", "variants") if getattr(self, k) is not None]
             if given:
                 raise ValueError(f"a derived task takes its data and prompts from {self.derived_from!r}; "
                                  f"expected no {given}")

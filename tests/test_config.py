@@ -112,3 +112,35 @@ def test_disabled_model_runs_when_named():
     cfg = load_config()
     cases = plan_cases(cfg, models=["llava-next"], tasks=["lsbg"])
     assert [(c.id, c.prompt) for c in cases] == [("lsbg-llava-next", "paper-llava")]
+
+
+def test_prompt_variants_can_share_a_file(tmp_path):
+    user = write(tmp_path / "my.toml", """
+[tasks.lsbg]
+prompts = ["paper", "again"]
+
+[tasks.lsbg.variants.again]
+file = "paper"
+""")
+    cfg = load_config(user)
+    task = cfg.tasks["lsbg"]
+    assert task.variant("again").file == "paper"
+    assert task.variant("paper").file == "paper"  # no table: its own name
+    assert task.prompt_text("again") == task.prompt_text("paper")
+    assert task.variant("again").settings() == {"file": "paper"}
+    assert [c.id for c in plan_cases(cfg, tasks=["lsbg"], models=["gpt-4o"])] == ["lsbg-gpt-4o",
+                                                                                  "lsbg-gpt-4o-again"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[tasks.lsbg.variants.v]\nfile = "nope"\n', r"prompt variant 'v' expects a file nope.txt in .*none exists"),
+        ('[tasks.lsbg.variants.v]\nfile = "../x"\n', r"tasks.lsbg.variants.v.file '../x'"),
+        ('[tasks.lsbg.variants.v]\nfiel = "paper"\n', r"fiel"),
+        ('[tasks.morphology-merged.variants.v]\nfile = "paper"\n', r"expected no \['variants'\]"),
+    ],
+)
+def test_prompt_variant_mistakes_are_clear_errors(tmp_path, text, message):
+    with pytest.raises(BenchError, match=message):
+        load_config(write(tmp_path / "bad.toml", text))

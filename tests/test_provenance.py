@@ -54,7 +54,8 @@ def test_collect_names_what_produced_the_run(tmp_path, monkeypatch):
                                     "revision": None, "settings": {"base_url": raw["models"]["stub"]["base_url"]}}}
     prompt_file = tmp_path / "prompts" / "toy" / "paper.txt"
     assert p["prompts"] == {"toy/paper": {"path": str(prompt_file), "sha256": sha(prompt_file.read_bytes()),
-                                          "text_sha256": live.results[0].prompt_sha256}}
+                                          "text_sha256": live.results[0].prompt_sha256,
+                                          "variant": {"file": "paper"}}}
     assert p["prompts"]["toy/paper"]["text_sha256"] == sha(live.config.tasks["toy"].prompt_text("paper").encode())
     assert p["datasets"] == {"toy": {"format": "folder", "files": {}, "path": raw["datasets"]["toy"]["path"],
                                      "frozen": None}}
