@@ -12,6 +12,10 @@ predicted category, "no class", that no true label has: it is never agreement, a
 takes its share out of the predicted-class marginals. This equals scikit-learn's
 ``cohen_kappa_score(y_true, y_pred)`` with ``None`` written as a label of its own (e.g. -1).
 
+Class probabilities (:func:`calibration`): Brier score, ECE over the reliability diagram's
+bins and, for two classes, the best-threshold accuracy and the ROC and precision-recall
+curves (numpy, equal to scikit-learn's in the tests), thinned for plotting.
+
 Thresholds (:func:`fail_probability`): the chance that a model whose true accuracy is
 ``p`` scores below a threshold on ``n`` images, ``P(Binomial(n, p) / n < threshold)``.
 """
@@ -232,13 +236,17 @@ def roc_auc(y_true: Sequence[int], probs: Sequence[Sequence[float] | None], n_cl
     return float(np.mean(aucs))
 
 
+CURVE_POINTS = 400  # most points kept per ROC or PR curve in the results and the plots (thin_curve)
+
+
 def calibration(y_true: Sequence[int], probs: Sequence[Sequence[float] | None], n_classes: int,
-                *, bins: int = 10) -> dict[str, Any] | None:
+                *, bins: int = 10, max_points: int = CURVE_POINTS) -> dict[str, Any] | None:
     """Brier score (mean squared error of the class probabilities against the one-hot truth),
-    expected calibration error (ECE: confidence of the top class vs its accuracy, ``bins`` equal
-    bins of confidence, weighted by count) and, for two classes, the best accuracy over
-    thresholds on P(class 1) with that threshold (tuned on the sample itself). None without
-    probabilities for every sample."""
+    expected calibration error (ECE: confidence of the top class vs its accuracy, over the
+    ``reliability`` bins, weighted by count) and, for two classes, the best accuracy over
+    thresholds on P(class 1) with that threshold (tuned on the sample itself) and the ROC and
+    precision-recall curves of class 1 (:func:`binary_curves`). None without probabilities for
+    every sample."""
     if not probs or any(p is None or len(p) != n_classes for p in probs):
         return None
     yt = np.asarray(y_true, dtype=int)
@@ -246,17 +254,135 @@ def calibration(y_true: Sequence[int], probs: Sequence[Sequence[float] | None], 
     onehot = np.eye(n_classes)[yt]
     brier = float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
     conf, pred = p.max(axis=1), p.argmax(axis=1)
-    which = np.minimum((conf * bins).astype(int), bins - 1)
-    ece = float(sum(abs(conf[which == b].mean() - (pred[which == b] == yt[which == b]).mean()) * (which == b).sum()
-                    for b in range(bins) if (which == b).any()) / len(yt))
-    out: dict[str, Any] = {"brier": brier, "ece": ece, "ece_bins": bins}
+    reliability = reliability_bins(conf, pred == yt, bins=bins)
+    ece = sum(b["count"] * abs(b["confidence"] - b["accuracy"]) for b in reliability if b["count"]) / len(yt)
+    out: dict[str, Any] = {"brier": brier, "ece": float(ece), "ece_bins": bins, "reliability": reliability}
     if n_classes == 2:
-        scores = p[:, 1]
-        candidates = np.unique(np.concatenate([scores, [np.inf]]))
-        accs = [float(((scores >= t).astype(int) == yt).mean()) for t in candidates]
-        best = int(np.argmax(accs))
-        out.update(best_threshold=float(candidates[best]), best_threshold_accuracy=accs[best])
+        out.update(binary_curves(yt, p[:, 1], max_points=max_points))
     return out
+
+
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, *, bins: int = 10) -> list[dict[str, Any]]:
+    """The reliability diagram's data: ``bins`` equal bins of top-class confidence over [0, 1],
+    each closed on the right, (0.1, 0.2], as scikit-learn's ``calibration_curve`` bins (0 goes
+    in the first). Per bin: its edges, the number of answers, their mean confidence and their
+    accuracy (both None when the bin is empty)."""
+    confidence = np.asarray(confidence, dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.searchsorted(edges[1:-1], confidence)
+    count = np.bincount(which, minlength=bins)
+    conf_sum = np.bincount(which, weights=confidence, minlength=bins)
+    right = np.bincount(which, weights=np.asarray(correct, dtype=float), minlength=bins)
+    return [{"low": b / bins, "high": (b + 1) / bins, "count": int(count[b]),
+             "confidence": float(conf_sum[b] / count[b]) if count[b] else None,
+             "accuracy": float(right[b] / count[b]) if count[b] else None} for b in range(bins)]
+
+
+def binary_curves(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, *,
+                  max_points: int = CURVE_POINTS) -> dict[str, Any]:
+    """For two classes, scores = P(class 1), class 1 the positive one: the accuracy at the best
+    threshold (``scores >= t`` is class 1; of equally good thresholds the lowest; tuned on the
+    sample, not a fair score), and the ROC and precision-recall curves with AUC, average
+    precision and the best threshold's point on each; ``roc`` and ``pr`` are None unless both
+    classes occur. A threshold of None is above every score: nothing is called class 1.
+
+    The curves are scikit-learn's ``roc_curve`` (corners only: ``drop_intermediate``) and
+    ``precision_recall_curve`` (``drop_intermediate=True``, recall decreasing, ending at
+    recall 0, precision 1), thinned by :func:`thin_curve` when longer than ``max_points``.
+    AUC and average precision come from the whole curves, as ``roc_auc_score`` and
+    ``average_precision_score`` compute them.
+    """
+    y = np.asarray(y_true, dtype=int)
+    s = np.asarray(scores, dtype=float)
+    n, pos = len(y), int(y.sum())
+    neg = n - pos
+    tps, fps, thr = _counts_at_thresholds(y, s)
+    # accuracy = (tp + tn) / n for "no sample positive" (threshold above every score), then each
+    # distinct score from the highest down; the last maximum is the lowest threshold
+    accs = np.r_[neg, tps + neg - fps] / n
+    best = len(accs) - 1 - int(np.argmax(accs[::-1]))
+    tp, fp, threshold = (0, 0, None) if best == 0 else \
+        (int(tps[best - 1]), int(fps[best - 1]), float(thr[best - 1]))
+    out: dict[str, Any] = {"best_threshold": threshold, "best_threshold_accuracy": float(accs[best]),
+                           "roc": None, "pr": None}
+    if pos == 0 or neg == 0:
+        return out
+    out["roc"] = _roc(tps, fps, thr, max_points=max_points,
+                      best={"threshold": threshold, "fpr": fp / neg, "tpr": tp / pos})
+    out["pr"] = _pr(tps, fps, thr, prevalence=pos / n, max_points=max_points,
+                    best=None if best == 0 else {"threshold": threshold, "recall": tp / pos,
+                                                 "precision": tp / (tp + fp)})
+    return out
+
+
+def _counts_at_thresholds(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per distinct score, highest first: the positives and the negatives scored at or above
+    it, and the score (scikit-learn's binary curve counts)."""
+    order = np.argsort(scores, kind="mergesort")[::-1]
+    s, yy = scores[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tps = np.cumsum(yy)[last]
+    return tps, last + 1 - tps, s[last]
+
+
+def _roc(tps: np.ndarray, fps: np.ndarray, thr: np.ndarray, *, best: dict[str, Any],
+         max_points: int) -> dict[str, Any]:
+    if len(fps) > 2:  # corners only: a point on a straight run changes neither the curve nor its area
+        corner = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+        tps, fps, thr = tps[corner], fps[corner], thr[corner]
+    fpr, tpr = np.r_[0, fps] / fps[-1], np.r_[0, tps] / tps[-1]
+    thr = np.r_[np.inf, thr]
+    auc = float(np.trapezoid(tpr, fpr))
+    keep = thin_curve(fpr, tpr, max_points=max_points, keep=_where(thr, best["threshold"]))
+    return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "threshold": _thresholds(thr[keep]),
+            "auc": auc, "points": len(fpr), "best": best}
+
+
+def _pr(tps: np.ndarray, fps: np.ndarray, thr: np.ndarray, *, prevalence: float, best: dict[str, Any] | None,
+        max_points: int) -> dict[str, Any]:
+    if len(tps) > 2:  # the first and last point of each recall: the others lie on a vertical run
+        ends = np.flatnonzero(np.r_[True, np.logical_or(np.diff(tps[:-1]), np.diff(tps[1:])), True])
+        tps, fps, thr = tps[ends], fps[ends], thr[ends]
+    precision = np.r_[(tps / (tps + fps))[::-1], 1.0]
+    recall = np.r_[(tps / tps[-1])[::-1], 0.0]
+    thr = np.r_[thr[::-1], np.inf]
+    ap = max(0.0, float(-np.sum(np.diff(recall) * precision[:-1])))
+    keep = thin_curve(recall, precision, max_points=max_points,
+                      keep=_where(thr, best["threshold"]) if best else ())
+    return {"recall": recall[keep].tolist(), "precision": precision[keep].tolist(),
+            "threshold": _thresholds(thr[keep]), "average_precision": ap, "prevalence": prevalence,
+            "points": len(recall), "best": best}
+
+
+def _where(thresholds: np.ndarray, t: float | None) -> list[int]:
+    return np.flatnonzero(thresholds == (np.inf if t is None else t)).tolist()
+
+
+def _thresholds(thr: np.ndarray) -> list[float | None]:
+    """Thresholds for JSON: None for "above every score" (infinity is not JSON)."""
+    return [None if np.isinf(t) else float(t) for t in thr]
+
+
+def thin_curve(x: np.ndarray, y: np.ndarray, *, max_points: int = CURVE_POINTS,
+               keep: Sequence[int] = ()) -> np.ndarray:
+    """Indices of the points of the polyline (x, y) to keep: all of them when there are at most
+    ``max_points``; else the first and the last, those in ``keep``, and the first point of each
+    successive stretch of length L / m along the line (L its length in |dx| + |dy|, m =
+    ``max_points - 2 - len(keep)``). So at most ``max_points`` are kept, and every point dropped
+    lies within L / m (along the line) of the kept point before it: for a ROC curve (L <= 2)
+    and 400 points, within about 0.005.
+    """
+    n = len(x)
+    if n <= max_points:
+        return np.arange(n)
+    step = np.abs(np.diff(x)) + np.abs(np.diff(y))
+    along = np.r_[0.0, np.cumsum(step)]
+    stretches = max(1, max_points - 2 - len(keep))
+    if along[-1] == 0:
+        return np.unique(np.r_[0, n - 1, np.asarray(keep, dtype=int)])
+    stretch = np.minimum((along / along[-1] * stretches).astype(int), stretches - 1)
+    _, first = np.unique(stretch, return_index=True)
+    return np.unique(np.r_[first, n - 1, np.asarray(keep, dtype=int)])
 
 
 def merge_probs(probs: Sequence[float], mapping: Sequence[int]) -> list[float]:

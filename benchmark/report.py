@@ -1,6 +1,8 @@
 """The leaderboard report: one :class:`Report` per run, built once, and every output
 rendered from it: the terminal table, the per-case detail, Markdown, a self-contained
-HTML page with confusion-matrix heatmaps, and the results JSON with per-case summaries.
+HTML page with confusion-matrix heatmaps (and, with class probabilities, inline SVG
+reliability diagrams and ROC / precision-recall curves), and the results JSON with
+per-case summaries.
 
 The data (published rows, row cells, the results document) is :mod:`benchmark.leaderboard`'s.
 Every number is computed from ``CaseResult`` objects (or a results JSON read back with
@@ -31,6 +33,7 @@ from benchmark.leaderboard import fmt_num as _f
 from benchmark.leaderboard import results_from_document  # noqa: F401  (re-exported for callers)
 from benchmark.metrics import calibration, estimate_cost, roc_auc, row_normalised
 from benchmark.results import CaseResult, Prediction
+from benchmark.svg import Chart
 
 if TYPE_CHECKING:
     from benchmark.config import BenchConfig
@@ -40,7 +43,7 @@ PAIR_NOTE = ("same task and sample, paired on sample ids; exact McNemar; b = rig
 CI_NOTE = ("accuracy counts unparseable answers and refusals as wrong; 95% CI: Wilson score interval; "
            "chance: the majority-class share of the sample")
 FULL_HEADERS = ["task", "model", "prompt", "n", "accuracy", "95% CI", "chance", "balanced acc", "kappa",
-                "acc parsed", "no class", "macro-F1", "ROC-AUC",
+                "acc parsed", "no class", "macro-F1", "ROC-AUC", "AP",
                 "unparseable", "refused", "tokens in", "tokens out", "cost USD", "wall s", "img/s", "cached",
                 "threshold", "P(fail) at ref", "result", "served model", "method"]
 PER_CLASS_HEADERS = ["class", "precision", "recall", "F1", "support"]
@@ -57,6 +60,7 @@ COLUMN_HELP = {
     "no class": "share of answers with no class: (unparseable + refused) / n",
     "macro-F1": "unweighted mean of per-class F1",
     "ROC-AUC": "from class probabilities (one-vs-rest macro for >2 classes); - when the model gives none",
+    "AP": "average precision of class 1 from P(class 1) (two classes only); - when the model gives no probabilities",
     "unparseable": "answers the parser could not map to a class",
     "refused": "answers in which the model declined to classify (an API refusal)",
     "tokens in": "prompt tokens, summed over the case",
@@ -186,7 +190,9 @@ class Report:
         for r in self.results:
             x = self.summary(r)
             s, check = r.scores, x["threshold_check"]
+            pr = (x["calibration"] or {}).get("pr")
             cells = {**measured_cells(r, regression=self.regression(r.case_id)), "ROC-AUC": _f(x["roc_auc"]),
+                     "AP": _f(pr["average_precision"]) if pr else "-",
                      "balanced acc": _f(s.balanced_accuracy), "kappa": _f(s.kappa),
                      "acc parsed": _f(s.parsed_accuracy), "no class": _f(s.no_class_rate),
                      "served model": r.served_model or "-", "method": r.method or "-",
@@ -228,8 +234,14 @@ class Report:
         if cal:
             line = f"calibration: Brier {cal['brier']:.4f}, ECE {cal['ece']:.4f} ({cal['ece_bins']} bins)"
             if "best_threshold" in cal:
-                line += (f"; best threshold on P(class 1) {cal['best_threshold']:.3f} gives accuracy "
+                t = cal["best_threshold"]
+                t = "above every score (nothing class 1)" if t is None else f"{t:.3f}"
+                line += (f"; best threshold on P(class 1) {t} gives accuracy "
                          f"{cal['best_threshold_accuracy']:.3f} (tuned on this sample, not a fair score)")
+            if cal.get("pr"):
+                pr = cal["pr"]
+                line += (f"; average precision {pr['average_precision']:.3f} (positive class 1, {r.classes[1]}; "
+                         f"prevalence {pr['prevalence']:.3f})")
             out.append(line)
         return out
 
@@ -383,8 +395,9 @@ class Report:
         return "\n".join(parts) + "\n"
 
     def html(self, *, title: str = "astrobench leaderboard", extra: Sequence[str] = ()) -> str:
-        """One self-contained page: sortable tables, a confusion heatmap per case, then the
-        ``extra`` HTML blocks (e.g. the source files of a merged leaderboard)."""
+        """One self-contained page: sortable tables, a confusion heatmap per case (and its
+        :func:`probability_charts`), then the ``extra`` HTML blocks (e.g. the source files of
+        a merged leaderboard)."""
         citation, pub = self.published_rows()
         body = [f"<h1>{_e(title)}</h1>", f"<p class=\"note\">{_e(CI_NOTE)}. Click a column header to sort.</p>",
                 "<h2>Measured</h2>", _html_table(self.headers(), self.rows(), "measured", sortable=True,
@@ -409,8 +422,9 @@ class Report:
                      f"<p class=\"citation\">{_e(citation)}</p>",
                      _html_table(PUBLISHED_HEADERS, pub, "published", row_class="published")]
         body.append("<h2>Per case</h2>")
-        for r in self.results:
+        for i, r in enumerate(self.results):
             s = r.scores
+            cal = self.summary(r)["calibration"]
             png = confusion_png(r.classes, s.confusion, s.unparseable_by_class,
                                 title=f"{r.case_id}: accuracy {s.accuracy:.3f}")
             body += [f"<section class=\"case\" id=\"case-{_e(r.case_id)}\">",
@@ -419,6 +433,7 @@ class Report:
                      *[f"<p class=\"note\">{_e(line.strip())}</p>" for line in self._case_extras(r)],
                      f"<img alt=\"confusion matrix of {_e(r.case_id)}\" "
                      f"src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">",
+                     *([probability_charts(r, cal, chart_id=f"chart-{i}")] if cal else []),
                      _html_table(PER_CLASS_HEADERS, _per_class_rows(r), None),
                      "</section>"]
         body += list(extra)
@@ -491,6 +506,84 @@ def confusion_png(classes: Sequence[str], confusion: Sequence[Sequence[int]],
     return buf.getvalue()
 
 
+CURVE, CHANCE, TUNED = "#0969da", "#6e7781", "#bc4c00"  # chart colours: the data, the reference, the tuned point
+
+
+def probability_charts(r: CaseResult, cal: dict[str, Any], *, chart_id: str) -> str:
+    """A case's class-probability views as inline SVG (:mod:`benchmark.svg`): the reliability
+    diagram and, for two classes, the ROC and precision-recall curves of class 1 with the best
+    threshold's point marked as tuned on the sample. ``cal``: :func:`benchmark.metrics.calibration`."""
+    charts = [_reliability_chart(r, cal, f"{chart_id}-reliability")]
+    if cal.get("roc") and cal.get("pr"):
+        charts += [_roc_chart(r, cal, f"{chart_id}-roc"), _pr_chart(r, cal, f"{chart_id}-pr")]
+    return '<div class="charts">' + "".join(charts) + "</div>"
+
+
+def _reliability_chart(r: CaseResult, cal: dict[str, Any], chart_id: str) -> str:
+    c = Chart(chart_id, f"Reliability diagram of {r.case_id}", "confidence (probability of the top class)",
+              "accuracy", heading=f"Reliability (ECE {cal['ece']:.3f})",
+              description=f"Accuracy of the top class per bin of its probability ({cal['ece_bins']} equal bins; "
+                          f"bars, with a dot at the bin's mean confidence; the count is in each bar's tooltip) "
+                          f"against the diagonal of perfect calibration; ECE {cal['ece']:.3f}, n = {r.scores.n}.")
+    c.line([0.0, 1.0], [0.0, 1.0], colour=CHANCE, css="diagonal", label="perfectly calibrated", dashed=True)
+    for b in cal["reliability"]:
+        if b["count"]:
+            tip = (f"confidence ({b['low']:g}, {b['high']:g}]: {b['count']} answers, mean confidence "
+                   f"{b['confidence']:.3f}, accuracy {b['accuracy']:.3f}")
+            c.bar(b["low"], b["high"], b["accuracy"], colour=CURVE, css="bin", tooltip=tip)
+            c.point(b["confidence"], b["accuracy"], colour=CURVE, css="bin-mean", tooltip=tip, radius=3)
+    c.key("accuracy per bin (dot: mean confidence)", CURVE, "dot")
+    return c.render()
+
+
+def _drawn(kept: int, points: int) -> str:
+    return "" if kept == points else f"; drawn through {kept} of its {points} points (benchmark.metrics.thin_curve)"
+
+
+def _tuned(c: Chart, r: CaseResult, cal: dict[str, Any], best: dict[str, Any], x: float, y: float) -> None:
+    """Mark the best threshold's point (x, y), labelled as tuned on the sample."""
+    t = "∞" if best["threshold"] is None else f"{best['threshold']:.3f}"  # ∞: nothing called class 1
+    accuracy = f"accuracy {cal['best_threshold_accuracy']:.3f} (argmax: {r.scores.accuracy:.3f})"
+    what = "above every score: nothing called class 1" if best["threshold"] is None else t
+    c.point(x, y, colour=TUNED, css="best", text="tuned on the sample", radius=4.5,
+            tooltip=f"best threshold on P({r.classes[1]}) {what}: {accuracy}; tuned on the sample, not a fair score")
+    c.key(f"best threshold {t}, tuned on the sample:", TUNED, "dot")
+    c.key(accuracy, TUNED, "text")
+
+
+def _roc_chart(r: CaseResult, cal: dict[str, Any], chart_id: str) -> str:
+    roc, pos = cal["roc"], r.classes[1]
+    drawn = _drawn(len(roc["fpr"]), roc["points"])
+    c = Chart(chart_id, f"ROC curve of {r.case_id}", "false positive rate", "true positive rate",
+              heading=f"ROC of class 1 ({pos})",
+              description=f"True against false positive rate of class 1 ({pos}) over thresholds on its probability; "
+                          f"AUC {roc['auc']:.3f}; dashed: chance{drawn}; the marked point is the threshold with "
+                          f"the best accuracy, tuned on the sample.")
+    c.line([0.0, 1.0], [0.0, 1.0], colour=CHANCE, css="chance", label="chance (AUC 0.5)", dashed=True)
+    c.line(roc["fpr"], roc["tpr"], colour=CURVE, css="curve", label=f"ROC, AUC {roc['auc']:.3f}")
+    _tuned(c, r, cal, roc["best"], roc["best"]["fpr"], roc["best"]["tpr"])
+    return c.render()
+
+
+def _pr_chart(r: CaseResult, cal: dict[str, Any], chart_id: str) -> str:
+    pr, pos = cal["pr"], r.classes[1]
+    drawn = _drawn(len(pr["recall"]), pr["points"])
+    c = Chart(chart_id, f"Precision-recall curve of {r.case_id}", "recall", "precision",
+              heading=f"Precision-recall of class 1 ({pos})",
+              description=f"Precision against recall of class 1 ({pos}) over thresholds on its probability, as a "
+                          f"step curve; average precision {pr['average_precision']:.3f}; dashed: the prevalence "
+                          f"{pr['prevalence']:.3f} (a model without skill){drawn}; the marked point is the threshold "
+                          f"with the best accuracy, tuned on the sample.")
+    prevalence = pr["prevalence"]
+    c.line([0.0, 1.0], [prevalence, prevalence], colour=CHANCE, css="chance", dashed=True,
+           label=f"baseline: prevalence {prevalence:.3f}")
+    c.line(pr["recall"], pr["precision"], colour=CURVE, css="curve", step="post",
+           label=f"precision-recall, AP {pr['average_precision']:.3f}")
+    if pr["best"]:
+        _tuned(c, r, cal, pr["best"], pr["best"]["recall"], pr["best"]["precision"])
+    return c.render()
+
+
 def _per_class_rows(r: CaseResult) -> list[list[str]]:
     """Per class: name, precision, recall, F1, support (:data:`PER_CLASS_HEADERS`)."""
     s = r.scores
@@ -549,6 +642,7 @@ tbody tr:nth-child(even) td{background:#fafbfc}tr.published:nth-child(even) td{b
 .case{display:inline-block;vertical-align:top;margin:0 18px 18px 0;padding:10px;border:1px solid #d0d7de;
 border-radius:6px}
 .case img{display:block;max-width:100%;margin-bottom:8px}
+.charts{display:flex;flex-wrap:wrap;gap:10px;margin-bottom:8px}
 """
 
 _SORT_JS = """

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import pytest
@@ -286,5 +287,131 @@ def test_repeats_and_calibration_show_in_the_detail_and_the_page():
     report = Report([r])
     detail, page = report.detail(), report.html()
     for text in ("repeats: 3, accuracy mean 0.750 +- 0.250 (sd), majority vote 0.750",
-                 "calibration: Brier 0.2813, ECE 0.3375 (10 bins); best threshold on P(class 1) 0.450"):
+                 "calibration: Brier 0.2813, ECE 0.1375 (10 bins); best threshold on P(class 1) 0.450"):
         assert text in detail and text in page
+
+
+# -- class-probability views: reliability diagram, ROC and precision-recall curves (inline SVG) ----
+def _charts(page: str) -> dict[str, ET.Element]:
+    """The page's inline SVG charts, parsed, by id."""
+    return {e.get("id"): e for e in (ET.fromstring(s) for s in re.findall(r"<svg .*?</svg>", page, flags=re.DOTALL))}
+
+
+def _texts(chart: ET.Element) -> list[str]:
+    return [t.text for t in chart.iter("text") if t.text]
+
+
+def test_probability_views_are_drawn_at_the_designed_coordinates():
+    from tests.support.results import designed_probability_results
+
+    results = designed_probability_results()  # lsbg-scored (binary), morphology-scored (3 classes), lsbg-text
+    page = Report(results).html()
+    charts = _charts(page)
+    # binary: reliability, ROC and PR; three classes: reliability only; no probabilities: nothing
+    assert sorted(charts) == ["chart-0-pr", "chart-0-reliability", "chart-0-roc", "chart-1-reliability"]
+    sections = re.findall(r'<section class="case" id="case-([^"]+)">(.*?)</section>', page, flags=re.DOTALL)
+    assert [(cid, body.count("<svg ")) for cid, body in sections] == [
+        ("lsbg-scored", 3), ("morphology-scored", 1), ("lsbg-text", 0)]
+    assert "<script" not in "".join(re.findall(r"<svg .*?</svg>", page, flags=re.DOTALL))
+    # the plot area is 260 px square from (46, 26): x = 46 + 260 v, y = 286 - 260 v
+    roc = charts["chart-0-roc"]
+    assert (roc.get("role"), roc.get("aria-labelledby")) == ("img", "chart-0-roc-title chart-0-roc-desc")
+    assert roc.find("title").text == "ROC curve of lsbg-scored"
+    assert "AUC 0.656" in roc.find("desc").text and "tuned on the sample" in roc.find("desc").text
+    # (fpr, tpr) = (0, 0) (.25, .25) (.25, .5) (.5, .5) (.5, 1) (1, 1)
+    assert roc.find("path[@class='curve']").get("d") == "M46 286L111 221L111 156L176 156L176 26L306 26"
+    assert roc.find("path[@class='chance']").get("d") == "M46 286L306 26"
+    best = roc.find("circle[@class='best']")
+    assert (best.get("cx"), best.get("cy")) == ("176", "26")  # P(LSBG) >= 0.375: fpr 0.5, tpr 1
+    assert "tuned on the sample, not a fair score" in best.find("title").text
+    assert {"ROC of class 1 (LSBG)", "chance (AUC 0.5)", "ROC, AUC 0.656", "tuned on the sample",
+            "best threshold 0.375, tuned on the sample:", "accuracy 0.750 (argmax: 0.500)"} <= set(_texts(roc))
+    assert {"false positive rate", "true positive rate", "0", "0.2", "0.4", "0.6", "0.8", "1"} <= set(_texts(roc))
+    # PR as steps (recall decreasing): (1, .5) (1, 2/3) (.75, .6) (.5, .5) (.5, 2/3) (.25, .5) (0, 1)
+    pr = charts["chart-0-pr"]
+    assert pr.find("path[@class='curve']").get("d") == (
+        "M306 156L306 112.7L241 112.7L241 130L176 130L176 156L176 112.7L111 112.7L111 156L46 156L46 26")
+    assert pr.find("path[@class='chance']").get("d") == "M46 156L306 156"  # prevalence 0.5
+    best = pr.find("circle[@class='best']")
+    assert (best.get("cx"), best.get("cy")) == ("306", "112.7")  # recall 1, precision 2/3
+    assert {"precision-recall, AP 0.608", "baseline: prevalence 0.500", "recall", "precision"} <= set(_texts(pr))
+    # reliability: a bar per used bin (accuracy), a dot at its mean confidence, the count in the tooltip
+    rel = charts["chart-0-reliability"]
+    bars = [(b.get("x"), b.get("y"), b.get("width"), b.get("height"))
+            for b in rel.iter("rect") if b.get("class") == "bin"]
+    assert bars == [("150", "286", "26", "0"), ("202", "286", "26", "0"), ("228", "26", "26", "260"),
+                    ("254", "112.7", "26", "173.3")]
+    tips = [b.find("title").text for b in rel.iter("rect") if b.get("class") == "bin"]
+    assert tips[-1] == "confidence (0.8, 0.9]: 3 answers, mean confidence 0.875, accuracy 0.667"
+    dots = [(c.get("cx"), c.get("cy")) for c in rel.iter("circle") if c.get("class") == "bin-mean"]
+    assert dots == [("176", "286"), ("208.5", "286"), ("241", "26"), ("273.5", "112.7")]
+    assert rel.find("path[@class='diagonal']").get("d") == "M46 286L306 26"
+    assert "Reliability (ECE 0.359)" in _texts(rel)
+    three = charts["chart-1-reliability"]
+    assert len([b for b in three.iter("rect") if b.get("class") == "bin"]) == 4
+    assert "Reliability (ECE 0.312)" in _texts(three)
+
+
+def test_results_file_alone_carries_and_renders_the_views(tmp_path):
+    from benchmark.merge import MergedReport, load_results
+    from tests.support.results import designed_probability_results
+
+    rep = Report(designed_probability_results())
+    rep.write(json_path=tmp_path / "results.json")
+
+    def not_json(token):
+        raise AssertionError(f"expected strict JSON, found {token}")
+
+    doc = json.loads((tmp_path / "results.json").read_text(), parse_constant=not_json)
+    cal = doc["cases"][0]["summary"]["calibration"]
+    assert [b["count"] for b in cal["reliability"]] == [0, 0, 0, 0, 1, 0, 2, 2, 3, 0]
+    assert cal["roc"]["fpr"] == [0, 0.25, 0.25, 0.5, 0.5, 1] and cal["roc"]["threshold"][0] is None
+    assert cal["roc"]["auc"] == 21 / 32 and cal["pr"]["average_precision"] == pytest.approx(73 / 120)
+    assert cal["pr"]["threshold"][-1] is None and cal["pr"]["best"]["recall"] == 1.0
+    assert "roc" not in doc["cases"][1]["summary"]["calibration"]
+    assert doc["cases"][2]["summary"]["calibration"] is None
+    merged, _ = MergedReport.from_files([load_results(tmp_path / "results.json")])
+    assert _charts(merged.html()).keys() == _charts(rep.html()).keys()
+    assert [ET.tostring(e) for e in _charts(merged.html()).values()] == \
+        [ET.tostring(e) for e in _charts(rep.html()).values()]
+
+
+def test_average_precision_in_the_tables_and_the_detail():
+    from tests.support.results import designed_probability_results
+
+    rep = Report(designed_probability_results())
+    assert [dict(zip(rep.headers(), row))["AP"] for row in rep.rows()] == ["0.608", "-", "-"]
+    md = rep.markdown()
+    assert "| AP " in md
+    detail = rep.detail()
+    assert ("best threshold on P(class 1) 0.375 gives accuracy 0.750 (tuned on this sample, not a fair score); "
+            "average precision 0.608 (positive class 1, LSBG; prevalence 0.500)") in detail
+    assert detail.count("average precision") == 1  # not for three classes
+
+
+def test_chart_text_is_escaped():
+    from benchmark.svg import Chart
+
+    c = Chart("c<1>", 'a "b" & <c>', "x & y", "<y>", description="d & e", heading="h <&>")
+    c.line([0, 1], [0, 1], colour="#000", css="curve", label="AUC <0.5> & co", tooltip="t & u")
+    c.point(0.25, 0.5, colour="#000", css="best", text="p & q")
+    svg = ET.fromstring(c.render())  # well-formed XML: everything escaped
+    assert svg.get("id") == "c<1>" and svg.find("title").text == 'a "b" & <c>'
+    assert {"h <&>", "x & y", "<y>", "AUC <0.5> & co", "p & q"} <= set(_texts(svg))
+
+
+def test_best_threshold_above_every_score_is_marked_at_the_origin():
+    # labels 0 0 1, P(1) 0.9 0.8 0.1: any threshold calls a 0 class 1; calling nothing class 1 gets 2 of 3
+    r = make_result("lsbg-odd", "lsbg", "odd", ["artifact", "LSBG"], [0, 0, 1], [1, 1, 0],
+                    probs=[[0.1, 0.9], [0.2, 0.8], [0.9, 0.1]])
+    rep = Report([r])
+    cal = rep.summary(r)["calibration"]
+    assert (cal["best_threshold"], cal["best_threshold_accuracy"]) == (None, 2 / 3)
+    assert cal["roc"]["best"] == {"threshold": None, "fpr": 0.0, "tpr": 0.0} and cal["pr"]["best"] is None
+    charts = _charts(rep.html())
+    best = charts["chart-0-roc"].find("circle[@class='best']")
+    assert (best.get("cx"), best.get("cy")) == ("46", "286")
+    assert "best threshold ∞, tuned on the sample:" in _texts(charts["chart-0-roc"])
+    assert charts["chart-0-pr"].find("circle[@class='best']") is None  # precision undefined there
+    assert "best threshold on P(class 1) above every score (nothing class 1) gives accuracy 0.667" in rep.detail()
+    json.loads(json.dumps(rep.document()), parse_constant=lambda token: pytest.fail(f"not strict JSON: {token}"))

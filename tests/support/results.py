@@ -24,6 +24,31 @@ def make_result(case_id: str, task: str, model: str, classes: list[str], y_true:
                       derived_from=derived_from, cached=cached)
 
 
+# Designed probabilities (tests of the calibration views): P(class 1) of 8 samples, highest first,
+# with a tie at 0.875 and one sample at 0.5 (argmax class 0, confidence 0.5). Hand-worked values
+# are in tests/test_metrics.py.
+DESIGNED_LABELS = [1, 0, 1, 0, 1, 1, 0, 0]
+DESIGNED_P1 = [0.875, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
+# Three classes, 6 samples: top-class confidences 0.75 (right), 0.5 (wrong), 0.875 (right), 0.75 (right),
+# 0.625 (wrong), 0.875 (right) -> 4 bins used: (0.4, 0.5], (0.6, 0.7], (0.7, 0.8], (0.8, 0.9]
+DESIGNED_3_LABELS = [0, 1, 2, 0, 1, 2]
+DESIGNED_3_PROBS = [[0.75, 0.125, 0.125], [0.5, 0.25, 0.25], [0.0625, 0.0625, 0.875], [0.75, 0.25, 0.0],
+                    [0.125, 0.25, 0.625], [0.0625, 0.0625, 0.875]]
+
+
+def designed_probability_results() -> list[CaseResult]:
+    """An LSBG case with :data:`DESIGNED_P1`, a morphology-like case with three classes and
+    :data:`DESIGNED_3_PROBS`, and an LSBG case without probabilities (made up, not measurements)."""
+    probs = [[1 - p, p] for p in DESIGNED_P1]
+    argmax = [int(p > 0.5) for p in DESIGNED_P1]
+    three = ["smooth", "cigar or disk", "spiral"]
+    argmax3 = [max(range(3), key=row.__getitem__) for row in DESIGNED_3_PROBS]
+    return [make_result("lsbg-scored", "lsbg", "scored", ["artifact", "LSBG"], DESIGNED_LABELS, argmax, probs=probs),
+            make_result("morphology-scored", "morphology", "scored", three, DESIGNED_3_LABELS, argmax3,
+                        probs=DESIGNED_3_PROBS),
+            make_result("lsbg-text", "lsbg", "text", ["artifact", "LSBG"], DESIGNED_LABELS, argmax)]
+
+
 def synthetic_results(seed: int = 3, n: int = 60) -> list[CaseResult]:
     """Four cases: LSBG and morphology (+ merged) for a priced API model, LSBG with probabilities."""
     rng = np.random.default_rng(seed)
