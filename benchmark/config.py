@@ -107,10 +107,16 @@ class PromptVariant:
 
     name: str
     file: str
+    shots: int = 0  # few-shot: labelled examples per class before the query image (benchmark.fewshot)
+    shot_seed: int = 0
+    example_text: str = schema.EXAMPLE_TEXT
+    query_text: str = schema.QUERY_TEXT
 
     def settings(self) -> dict[str, Any]:
-        """What the variant sets beyond its name (for provenance and results)."""
-        return {k: v for k, v in asdict(self).items() if k != "name"}
+        """What the variant sets beyond its name (for provenance and results); the few-shot
+        settings only for a few-shot variant."""
+        return {k: v for k, v in asdict(self).items()
+                if k != "name" and (self.shots or k not in schema.FEWSHOT_KEYS | {"shots"})}
 
 
 @dataclass(frozen=True)
@@ -343,7 +349,8 @@ def _variant(task: str, name: str, spec: schema.PromptVariant) -> PromptVariant:
     where = f"tasks.{task}.variants.{name}"
     check_name(f"{where}: variant name", name)
     file = check_name(f"{where}.file", spec.file) if spec.file is not None else name
-    return PromptVariant(name=name, file=file)
+    return PromptVariant(name=name, file=file, shots=spec.shots, shot_seed=spec.shot_seed,
+                         example_text=spec.example_text, query_text=spec.query_text)
 
 
 def _dataset_classes(spec: schema.Dataset) -> int | None:

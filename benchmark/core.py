@@ -81,16 +81,35 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class Example:
+    """A labelled example image shown before the query image (few-shot prompts)."""
+
+    id: str  # the dataset's sample id; never one of the evaluated sample (benchmark.fewshot)
+    label: int
+    image: np.ndarray  # uint8, H x W x 3
+    text: str  # the text part sent right before the image, e.g. "Example of category 1:"
+    image_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.image_sha256:
+            object.__setattr__(self, "image_sha256", image_digest(self.image))
+
+
+@dataclass(frozen=True)
 class Request:
-    """One classification request: a prompt, and an image or a second text part."""
+    """One classification request: a prompt, and an image or a second text part.
+
+    Parts are sent in this order: ``prompt``, each example (its text, its image), ``text``, ``image``.
+    """
 
     sample_id: str
     prompt: str
     image: np.ndarray | None  # None for text-only requests (e.g. answer extraction)
     n_classes: int
     image_sha256: str = ""
-    text: str | None = None  # a second text part after the prompt (e.g. the text an extractor reads)
+    text: str | None = None  # a text part before the image: what an extractor reads, or few-shot's query text
     repeat: int = 0  # which repeat of the same request (``repeats``); part of the recording key when > 0
+    examples: tuple[Example, ...] = ()  # few-shot: the same labelled examples for every query of a case
 
     def __post_init__(self) -> None:
         if not self.image_sha256 and self.image is not None:

@@ -96,6 +96,8 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
             out.append(f"{key} recorded in only one file")
     if a["model_id"] != b["model_id"]:
         out.append(f"model_id {a['model_id']!r} vs {b['model_id']!r}")
+    if (a.get("shots") or None) != (b.get("shots") or None):
+        out.append("few-shot examples differ")
     pa, pb = a["predictions"], b["predictions"]
     if pa != pb:
         ids_a = {p["sample_id"]: p for p in pa}

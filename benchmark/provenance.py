@@ -269,6 +269,8 @@ def case_info(result: Any) -> dict[str, Any]:
                             "prompt": result.prompt, "prompt_sha256": result.prompt_sha256,
                             "sample_sha256": result.sample_sha256, "method": result.method,
                             "served_model": served}
+    if getattr(result, "shots", None):  # few-shot: the examples sent (k, seed, ids and classes)
+        info["shots"] = result.shots
     if result.derived_from is None:  # a derived case re-scores its base case's answers
         n = int(result.scores.n)
         info["answers"] = {"total": n, "replayed": int(result.cached), "live": max(0, n - int(result.cached))}
@@ -365,6 +367,9 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
                            ("sample_sha256", "sample sha256")):
             if a.get(key) != b.get(key) and not (key == "model_id" and b.get("model") in renamed):
                 hard.append(_change(f"case {case}: {label}", a.get(key), b.get(key)))
+        ea, eb = ([e.get("id") for e in (x.get("shots") or {}).get("examples") or []] for x in (a, b))
+        if ea != eb:
+            hard.append(_change(f"case {case}: few-shot examples", ea, eb))
 
     if old.get("limit") != new.get("limit"):
         hard.append(_change("--bench-limit", old.get("limit"), new.get("limit")))

@@ -47,6 +47,9 @@ FULL_HEADERS = ["task", "model", "prompt", "n", "accuracy", "95% CI", "chance", 
                 "unparseable", "refused", "tokens in", "tokens out", "cost USD", "wall s", "img/s", "cached",
                 "threshold", "P(fail) at ref", "result", "served model", "method"]
 PER_CLASS_HEADERS = ["class", "precision", "recall", "F1", "support"]
+SHOT_HEADERS = ["example", "class"]
+SHOTS_NOTE = ("labelled example images sent before every image of the case, drawn from the dataset beyond "
+              "the sample (never a sample image)")
 COLUMN_HELP = {
     "served model": "the model id the API said it served (response.model); for local models, id@weights commit",
     "method": "how answers became classes: parser, extract (extractor model), score",
@@ -331,6 +334,8 @@ class Report:
             if r.task in self.tasks:
                 out.append(f"  task: {self.tasks[r.task]}")
             out += [f"  {line}" for line in self._case_extras(r)]
+            if r.shots:
+                out.append(f"  {_shots_note(r)}: " + ", ".join(f"{i} ({c})" for i, c in _shot_rows(r)))
             for m in x["merged_accuracy"]:
                 out.append(f"  merged classes ({m['task']}): accuracy {m['accuracy']:.3f}")
             if x["mode_agreement"] is not None:
@@ -388,6 +393,12 @@ class Report:
         if pairs:
             parts += ["", "## Cases against each other", "", f"_{PAIR_NOTE}._", "",
                       tabulate(pair_rows(pairs), headers=PAIR_HEADERS, tablefmt="github", disable_numparse=True)]
+        shot_rows = [[r.case_id, str(r.shots["k"]), str(r.shots["seed"]),
+                      ", ".join(f"{i} ({c})" for i, c in _shot_rows(r))] for r in self.results if r.shots]
+        if shot_rows:
+            parts += ["", "## Few-shot examples", "", f"_{SHOTS_NOTE}._", "",
+                      tabulate(shot_rows, headers=["case", "shots per class", "shot_seed", "examples (class)"],
+                               tablefmt="github", disable_numparse=True)]
         citation, pub = self.published_rows()
         if pub:
             parts += ["", "## Published reference (not measured here)", "", f"Source: {citation}", "",
@@ -431,6 +442,8 @@ class Report:
                      f"<h3>{_e(r.case_id)}</h3>",
                      *([f"<p class=\"note\">{_e(self.tasks[r.task])}</p>"] if r.task in self.tasks else []),
                      *[f"<p class=\"note\">{_e(line.strip())}</p>" for line in self._case_extras(r)],
+                     *([f"<p class=\"note\">{_e(_shots_note(r))}</p>",
+                        _html_table(SHOT_HEADERS, _shot_rows(r), f"shots-{r.case_id}")] if r.shots else []),
                      f"<img alt=\"confusion matrix of {_e(r.case_id)}\" "
                      f"src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">",
                      *([probability_charts(r, cal, chart_id=f"chart-{i}")] if cal else []),
@@ -582,6 +595,17 @@ def _pr_chart(r: CaseResult, cal: dict[str, Any], chart_id: str) -> str:
     if pr["best"]:
         _tuned(c, r, cal, pr["best"], pr["best"]["recall"], pr["best"]["precision"])
     return c.render()
+def _shots_note(r: CaseResult) -> str:
+    assert r.shots is not None
+    return (f"few-shot: {r.shots['k']} example(s) per class (shot_seed {r.shots['seed']}), sent in this order "
+            "before every image")
+
+
+def _shot_rows(r: CaseResult) -> list[list[str]]:
+    """A few-shot case's examples: sample id, then class index and name (:data:`SHOT_HEADERS`)."""
+    names = r.classes
+    label = (lambda k: f"{k}: {names[k]}") if r.derived_from is None else str  # merged names don't apply
+    return [[str(e["id"]), label(int(e["label"]))] for e in (r.shots or {}).get("examples", [])]
 
 
 def _per_class_rows(r: CaseResult) -> list[list[str]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import string
 from collections.abc import Iterable
 from functools import cache
 from typing import Annotated, Any, Literal
@@ -275,12 +276,39 @@ FORMATS = ("lsbg-npy", "galaxy-mnist-hdf5-gz", "folder")
 # --------------------------------------------------------------------- tasks
 
 
+EXAMPLE_TEXT = "Example of category {label}:"  # few-shot defaults (PromptVariant)
+QUERY_TEXT = "Now classify this image. Respond with a number only."
+FEWSHOT_KEYS = frozenset({"shot_seed", "example_text", "query_text"})  # the settings that need shots >= 1
+
+
 class PromptVariant(_Table):
     """Settings of one prompt variant: ``[tasks.NAME.variants.VARIANT]``. A variant without a
     table is its file ``prompts/<task>/<variant>.txt`` sent as written."""
 
     file: Name | None = Field(None, description="the prompt file prompts/<task>/<file>.txt; default: the "
                                                 "variant's own name (so several variants can share one file)")
+    # few-shot (benchmark.fewshot): the prompt, then per example its text and image, then query_text and the image
+    shots: int = Field(0, ge=0, description="labelled example images per class sent before the query image, drawn "
+                                            "from the dataset beyond the task's sample; 0: zero-shot")
+    shot_seed: int = Field(0, ge=0, description="which examples are drawn (deterministic on every machine)")
+    example_text: str = Field(EXAMPLE_TEXT, min_length=1, description=(
+        "the text part before each example image; {label}: its class index, {name}: its class name"))
+    query_text: str = Field(QUERY_TEXT, min_length=1, description="the text part before the query image")
+
+    @model_validator(mode="after")
+    def _fewshot(self) -> PromptVariant:
+        given = sorted(FEWSHOT_KEYS & self.model_fields_set)
+        if self.shots == 0 and given:
+            raise ValueError(f"{given} apply to few-shot prompts; expected 'shots' >= 1 with them, found 'shots' = 0")
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(self.example_text) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"'example_text': expected a text with {{label}} or {{name}}, found {self.example_text!r}"
+                             f" ({exc})") from None
+        if fields - {"label", "name"}:
+            raise ValueError(f"'example_text': expected only the placeholders {{label}} and {{name}}, found "
+                             f"{sorted(fields - {'label', 'name'})} in {self.example_text!r}")
+        return self
 
 
 class Task(_Table):
@@ -316,6 +344,10 @@ class Task(_Table):
                                  f"expected no {given}")
             if (self.merge is None) != (self.merged_classes is None):
                 raise ValueError("expected 'merge' and 'merged_classes' together")
+        fewshot = sorted(n for n, v in (self.variants or {}).items() if v.shots)
+        if fewshot and self.sample_size is None:
+            raise ValueError(f"few-shot variants {fewshot} draw their examples from the images beyond the sample; "
+                             "expected 'sample_size', found none (the sample would be the whole dataset)")
         need = "merged_classes" if self.merge is not None else "classes"
         if getattr(self, need) is None:
             raise ValueError(f"expected '{need}' as a list of at least 2 names, found none")
@@ -404,7 +436,9 @@ def _locate(loc: Iterable[str | int]) -> tuple[list[str], dict[str, Any], str]:
             parts[-1] += f"[{seg}]"
             continue
         extra = node.get("additionalProperties")
-        node = node.get("properties", {}).get(seg, extra if isinstance(extra, dict) else {})
+        if not isinstance(extra, dict):  # a table keyed by names (e.g. variants) has patternProperties
+            extra = next(iter(node.get("patternProperties", {}).values()), {})
+        node = node.get("properties", {}).get(seg, extra)
         parts.append(seg)
         node = _resolve(node)
     return parts, node, tag

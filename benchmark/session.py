@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import BenchConfig, ModelConfig, TaskConfig, safe_join
-from benchmark.core import Answer, BenchError, KeyUnavailable, Request, Sample
+from benchmark.core import Answer, BenchError, Example, KeyUnavailable, Request, Sample
 from benchmark.metrics import merge_predictions, merge_probs, score
 from benchmark.parsing import explain_answer
 from benchmark.planning import Case, is_default_prompt, plan_cases
@@ -93,6 +93,7 @@ class BenchSession:
         self._samples: dict[tuple[str, int | None], list[Sample]] = {}
         self._providers: dict[str, Any] = {}
         self._predictions: dict[tuple[str, str, str], _Predictions] = {}
+        self._examples: dict[tuple[str, str], tuple[Example, ...]] = {}
 
     # -- data ---------------------------------------------------------------
     def samples(self, task: TaskConfig) -> list[Sample]:
@@ -124,6 +125,30 @@ class BenchSession:
                              f" outside 0..{task.n_classes - 1}")
         self._samples[key] = samples
         return samples
+
+    def examples(self, task: TaskConfig, prompt: str) -> tuple[Example, ...]:
+        """The few-shot examples of a prompt variant (none for zero-shot), drawn once per session
+        from the dataset beyond the task's sample (:mod:`benchmark.fewshot`)."""
+        from benchmark.fewshot import choose_examples, load_items
+
+        variant = task.variant(prompt)
+        key = (task.name, prompt)
+        if not variant.shots or key in self._examples:
+            return self._examples.get(key, ())
+        assert task.dataset is not None and task.sample_size is not None  # the schema requires them
+        items = load_items(task.dataset, self.config.datasets[task.dataset], variant=prompt,
+                           base_dir=self.config.dataset_dirs.get(task.dataset))
+        examples = choose_examples(items, sample_size=task.sample_size, k=variant.shots, seed=variant.shot_seed,
+                                   classes=task.classes, example_text=variant.example_text,
+                                   where=f"task {task.name}: prompt variant {prompt!r}")
+        sample = self.samples(task)
+        ids, digests = {s.id for s in sample}, {s.sha256 for s in sample}
+        leak = [e.id for e in examples if e.id in ids or e.image_sha256 in digests]
+        if leak:  # impossible unless the sample is not the dataset's first images
+            raise BenchError(f"task {task.name}: prompt variant {prompt!r}: expected examples from outside the "
+                             f"sample, found {leak} in it; the sample does not match the dataset's first images")
+        self._examples[key] = examples
+        return examples
 
     # -- models -------------------------------------------------------------
     def provider(self, model: ModelConfig) -> Any:
@@ -167,7 +192,10 @@ class BenchSession:
             return self._predictions[key]
         samples = self.samples(task)
         text = task.prompt_text(prompt)
-        requests = [Request(s.id, text, s.image, task.n_classes, s.sha256) for s in samples]
+        examples = self.examples(task, prompt)
+        query = task.variant(prompt).query_text if examples else None
+        requests = [Request(s.id, text, s.image, task.n_classes, s.sha256, text=query, examples=examples)
+                    for s in samples]
         provider = self.provider(model)
         label = f"{task.name}/{model.name}" + ("" if is_default_prompt(task, model, prompt) else f"/{prompt}")
         command = self._record_command(task, model, prompt)
@@ -297,6 +325,7 @@ class BenchSession:
                                            if a.meta.get("served_model")})),
             method=self._method(case.model),
             repeats=self._repeat_stats(preds, task, y_true) if preds.repeats else None,
+            shots=self._shots(base, case.prompt),
         )
         self.results.append(result)
         return result
@@ -318,6 +347,14 @@ class BenchSession:
         sd = (sum((a - mean) ** 2 for a in accuracies) / (len(accuracies) - 1)) ** 0.5
         return {"n": len(accuracies), "accuracies": accuracies, "mean": mean, "sd": sd,
                 "majority_accuracy": majority_accuracy}
+
+    def _shots(self, task: TaskConfig, prompt: str) -> dict[str, Any] | None:
+        """A few-shot case's k, seed and examples (id and class) for the results; None for zero-shot."""
+        variant = task.variant(prompt)
+        if not variant.shots:
+            return None
+        return {"k": variant.shots, "seed": variant.shot_seed,
+                "examples": [{"id": e.id, "label": e.label} for e in self.examples(task, prompt)]}
 
     @staticmethod
     def _method(model: ModelConfig) -> str:

@@ -197,3 +197,30 @@ def test_probability_charts_paint(plots_page: Path, tmp_path: Path) -> None:
     hidden.write_text(no_svg, encoding="utf-8")
     shot = screenshot(hidden, tmp_path, height=2400)
     assert _colour_share(shot, CURVE) < 50 and _colour_share(shot, TUNED) < 10
+
+
+SHOTS_SEEN = """<script>
+(function () {
+  var table = document.getElementById("shots-lsbg-gpt-4o");
+  var rows = table ? Array.prototype.map.call(table.tBodies[0].rows, function (r) {
+    return Array.prototype.map.call(r.cells, function (c) { return c.textContent; }); }) : null;
+  var box = table ? table.getBoundingClientRect() : null;
+  var out = document.createElement("pre"); out.id = "seen";
+  out.textContent = JSON.stringify({rows: rows, height: box ? box.height : 0, width: box ? box.width : 0});
+  document.body.appendChild(out);
+})();
+</script></body>"""
+
+
+def test_a_few_shot_case_shows_its_examples(tmp_path: Path) -> None:
+    results = synthetic_results()
+    results[0].shots = {"k": 2, "seed": 0, "examples": [{"id": "601", "label": 0}, {"id": "742", "label": 1},
+                                                        {"id": "555", "label": 0}, {"id": "913", "label": 1}]}
+    page = tmp_path / "shots.html"
+    page.write_text(Report(results, prices=PRICES).html().replace("</body>", SHOTS_SEEN), encoding="utf-8")
+    proc = headless(page, tmp_path / "profile", "--dump-dom")
+    found = re.search(r'<pre id="seen">(.*?)</pre>', proc.stdout, flags=re.DOTALL)
+    assert found, f"expected the script's record in the DOM (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    seen = json.loads(html.unescape(found.group(1)))
+    assert seen["rows"] == [["601", "0: artifact"], ["742", "1: LSBG"], ["555", "0: artifact"], ["913", "1: LSBG"]]
+    assert seen["height"] > 40 and seen["width"] > 40  # laid out, not hidden

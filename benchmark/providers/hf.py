@@ -11,9 +11,10 @@ Settings (keys of the ``[models.NAME]`` table, defaults in :data:`SETTINGS`):
 - ``device_map``: passed to ``from_pretrained``; default "auto" with CUDA, else "cpu".
 - ``batch_size``: requests per forward pass / generate call (left padding).
 - ``prompt_format``: "chat-template" (the processor's template, user turn with
-  the image then the prompt, generation prompt added) or "paper"
-  (``USER: <image>\\n{prompt}\\nASSISTANT:``, the authors' notebook). The
-  request's prompt is used with surrounding whitespace stripped.
+  the image then the prompt, generation prompt added; a few-shot prompt's turn is
+  the prompt, each example's text and image, the query text and the image) or "paper"
+  (``USER: <image>\\n{prompt}\\nASSISTANT:``, the authors' notebook; one image, so
+  no few-shot). The request's prompt is used with surrounding whitespace stripped.
 - ``mode``: "generate" (greedy ``generate``, free text, label left to the
   parser or to ``extract_with``), "score" (one forward pass; softmax of the
   next-token logits over the class label tokens) or "both" (label from score,
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -197,9 +199,21 @@ class TransformersProvider:
         return True
 
     def canonical_request(self, request: Request) -> dict[str, Any]:
-        """What determines the answer: model settings, prompt and image digest."""
+        """What determines the answer: model settings, prompt and image digest (and a few-shot
+        prompt's examples: id, label, text and image digest, and its query text)."""
         out = {**self.fingerprint(), "prompt": request.prompt, "image_sha256": request.image_sha256}
+        if request.examples:
+            self._check_fewshot()
+            out["examples"] = [{"id": e.id, "label": e.label, "text": e.text, "image_sha256": e.image_sha256}
+                               for e in request.examples]
+            out["query_text"] = request.text
         return {**out, "repeat": request.repeat} if request.repeat else out
+
+    def _check_fewshot(self) -> None:
+        if self.settings["prompt_format"] != "chat-template":
+            raise BenchError(f"model {self.name!r}: few-shot prompts (several images in one turn) need "
+                             f"prompt_format = \"chat-template\", found {self.settings['prompt_format']!r} (the "
+                             "paper's format has one image)")
 
     def to_record(self, answer: Answer) -> dict[str, Any]:
         return {"answer": {"raw": answer.raw, "label": answer.label, "probs": answer.probs,
@@ -221,15 +235,46 @@ class TransformersProvider:
         begins and ends with a newline); nothing is stripped.
         """
         prompt = request.prompt
+        if request.examples:
+            self._check_fewshot()
         if self.settings["prompt_format"] == "paper":
             return PAPER_PREFIX.replace("<image>", self.image_token) + prompt + PAPER_SUFFIX
         prompt = prompt.strip()
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        content: list[dict[str, str]] = [{"type": "image"}, {"type": "text", "text": prompt}]
+        if request.examples:
+            content = self._fewshot_content(request)
+        return self._chat(content)
+
+    def _chat(self, content: list[dict[str, str]]) -> str:
+        messages = [{"role": "user", "content": content}]
         try:
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         except Exception as exc:  # no template, or a template error
             raise BenchError(f"model {self.name!r}: prompt_format 'chat-template' needs the processor's "
                              f"chat template, which failed ({exc}); use prompt_format = \"paper\"") from None
+
+    def _fewshot_content(self, request: Request) -> list[dict[str, str]]:
+        """The user turn of a few-shot prompt: the prompt, each example's text and image, the query
+        text and the image, each text ending in a newline. A template that writes every image
+        before the texts (LLaVA-NeXT's) would part examples from their labels: then the turn is
+        one text with the processor's image token in each image's place (the same text an
+        order-keeping template of LLaVA's markup makes)."""
+        parts = [{"type": "text", "text": request.prompt.strip() + "\n"}]
+        for e in request.examples:
+            parts += [{"type": "text", "text": e.text + "\n"}, {"type": "image"}]
+        parts += [{"type": "text", "text": (request.text or "") + "\n"}, {"type": "image"}]
+        if self._keeps_order:
+            return parts
+        inline = "".join(p["text"] if p["type"] == "text" else self.image_token + "\n" for p in parts)
+        return [{"type": "text", "text": inline}]
+
+    @cached_property
+    def _keeps_order(self) -> bool:
+        """Whether the chat template writes a turn's texts and images in their order."""
+        out = self._chat([{"type": "text", "text": "\x01A"}, {"type": "image"}, {"type": "text", "text": "\x01B"},
+                          {"type": "image"}])
+        a, b, token = out.find("\x01A"), out.find("\x01B"), self.image_token
+        return 0 <= a < out.find(token, a) < b < out.find(token, b)
 
     # -- model ----------------------------------------------------------------
     def _load_model(self) -> Any:
@@ -281,7 +326,8 @@ class TransformersProvider:
             if r.image is None:
                 raise BenchError(f"model {self.name!r}: expected an image for sample {r.sample_id!r}, "
                                  "found none (text-only requests are not supported)")
-            images.append(Image.fromarray(np.ascontiguousarray(r.image, dtype=np.uint8), mode="RGB"))
+            for image in (*(e.image for e in r.examples), r.image):  # in the order of the text's images
+                images.append(Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="RGB"))
         # The chat template writes the BOS token itself; the paper's plain prompt relies
         # on the tokenizer adding it (as the notebook's processor call did).
         add_special = self.settings["prompt_format"] == "paper"

@@ -1,6 +1,7 @@
 """OpenAI-compatible chat completions (GPT-4o, vLLM, Ollama, ...).
 
-One image per request as a base64 PNG data URL, temperature 0 by default,
+One image per request (after the labelled example images of a few-shot
+prompt) as a base64 PNG data URL, temperature 0 by default,
 requests run concurrently (bounded) with the official client's retries and
 exponential backoff on 429, 5xx, connection errors and timeouts. A 200
 whose body is not a chat completion is asked again (``max_retries`` times)
@@ -72,6 +73,7 @@ class OpenAIChatProvider:
         self.model = model
         self.settings = settings
         self._client_obj: Any = None
+        self._example_urls: dict[str, str] = {}  # few-shot examples' data URLs by image sha256
 
     @property
     def _client(self) -> Any:
@@ -110,16 +112,27 @@ class OpenAIChatProvider:
     def request_body(self, request: Request, *, image_ref: bool = False) -> dict[str, Any]:
         """The chat-completions JSON; ``image_ref`` puts the image's sha256 in
         place of its data URL (the canonical form recordings are keyed by)."""
-        content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
-        if request.text is not None:  # a second text part (the paper's extraction: the model's answer)
-            content.append({"type": "text", "text": request.text})
-        if request.image is not None:
-            image_url: dict[str, Any] = (
-                {"sha256": request.image_sha256} if image_ref else {"url": png_data_url(request.image)}
-            )
+        def image_part(image: np.ndarray, sha256: str, *, example: bool = False) -> dict[str, Any]:
+            if image_ref:
+                image_url: dict[str, Any] = {"sha256": sha256}
+            elif example:  # the same examples precede every query of a case: encoded once
+                if sha256 not in self._example_urls:
+                    self._example_urls[sha256] = png_data_url(image)
+                image_url = {"url": self._example_urls[sha256]}
+            else:
+                image_url = {"url": png_data_url(image)}
             if self.settings["detail"] is not None:
                 image_url["detail"] = self.settings["detail"]
-            content.append({"type": "image_url", "image_url": image_url})
+            return {"type": "image_url", "image_url": image_url}
+
+        content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
+        for example in request.examples:  # few-shot: each example's text, then its image
+            content += [{"type": "text", "text": example.text},
+                        image_part(example.image, example.image_sha256, example=True)]
+        if request.text is not None:  # extraction: the model's answer; few-shot: the query text
+            content.append({"type": "text", "text": request.text})
+        if request.image is not None:
+            content.append(image_part(request.image, request.image_sha256))
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": "user", "content": content}],
@@ -176,10 +189,13 @@ class OpenAIChatProvider:
         return self.request_body(request, image_ref=True)
 
     def canonical_request(self, request: Request) -> dict[str, Any]:
-        """What determines the answer: the wire request, and which repeat it is."""
+        """What determines the answer: the wire request (images as their sha256, few-shot examples
+        included), which repeat it is, and the few-shot examples' ids."""
         body = self.wire_request(request)
         if self.settings["mode"] == "score":
             body = {**body, "n_classes": request.n_classes}  # which label tokens are read
+        if request.examples:
+            body = {**body, "example_ids": [e.id for e in request.examples]}
         return {**body, "repeat": request.repeat} if request.repeat else body
 
     def from_record(self, sample_id: str, record: dict[str, Any]) -> Answer:

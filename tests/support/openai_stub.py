@@ -1,8 +1,10 @@
 """A loopback server speaking the OpenAI chat-completions protocol.
 
-It answers deterministically from the image it receives: the top-left pixel
-carries the true label and an answer style (see :func:`mark_image`), so a
-test knows exactly which answers, and which accuracy, the stand-in implies.
+It answers deterministically from the image it receives (the last one: the
+query image of a few-shot prompt): the top-left pixel carries the true label
+and an answer style (see :func:`mark_image`), so a test knows exactly which
+answers, and which accuracy, the stand-in implies. A ``NEEDS_EXAMPLES`` image
+is answered right only after labelled examples (:func:`examples_ok`).
 It records every request (headers included) so tests can assert on what the
 real ``openai`` client sent, and it can inject 429/5xx/slow responses.
 """
@@ -13,6 +15,7 @@ import base64
 import io
 import json
 import math
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +31,7 @@ VERBOSE = 3          # "The image belongs to category k."
 BARE = 4             # "k"
 STYLES = (CORRECT, WRONG, UNPARSEABLE, VERBOSE, BARE)
 CORRECT_STYLES = {CORRECT, VERBOSE, BARE}
+NEEDS_EXAMPLES = 5   # "Category k" after examples of every class (examples_ok), else as WRONG
 
 
 def mark_image(image: np.ndarray, *, label: int, style: int, n_classes: int) -> np.ndarray:
@@ -38,11 +42,14 @@ def mark_image(image: np.ndarray, *, label: int, style: int, n_classes: int) -> 
     return out
 
 
-def answer_for(image: np.ndarray) -> str:
+def answer_for(image: np.ndarray, *, with_examples: bool = False) -> str:
+    """The answer to ``image``; ``with_examples``: the request showed labelled examples of every class."""
     code, n = int(image[0, 0, 0]), int(image[0, 0, 1])
     label, style = code % 10, code // 10
     if n < 2:
         return "This image carries no stub marking."
+    if style == NEEDS_EXAMPLES:
+        style = CORRECT if with_examples else WRONG
     if style == WRONG:
         return f"**Category {(label + 1) % n}**"
     if style == UNPARSEABLE:
@@ -72,6 +79,22 @@ def constrained_answer(image: np.ndarray) -> str:
     code, n = int(image[0, 0, 0]), int(image[0, 0, 1])
     label, style = code % 10, code // 10
     return str((label + 1) % n if style == WRONG else 0 if style == UNPARSEABLE else label)
+
+
+def examples_ok(parts: list[tuple[str, Any]]) -> bool:
+    """True when every image before the last (the query) follows a text naming its marked label
+    (its last number) and the examples cover every class."""
+    images = [i for i, (kind, _) in enumerate(parts) if kind == "image"][:-1]
+    if not images:
+        return False
+    shown = set()
+    for i in images:
+        label, n = int(parts[i][1][0, 0, 0]) % 10, int(parts[i][1][0, 0, 1])
+        numbers = re.findall(r"\d+", parts[i - 1][1]) if i and parts[i - 1][0] == "text" else []
+        if not numbers or int(numbers[-1]) != label:
+            return False
+        shown.add(label)
+    return shown == set(range(n))
 
 
 def decode_data_url(url: str) -> np.ndarray:
@@ -189,17 +212,19 @@ class OpenAIStub:
             if h.path != "/v1/chat/completions":
                 self._send(h, 404, {"error": {"message": f"no route {h.path}"}})
                 return
-            texts, images = [], []
+            texts, images, parts = [], [], []  # parts: ("text", str) and ("image", array), in order
             for msg in body.get("messages", []):
                 content = msg.get("content")
-                parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
-                for part in parts:
+                for part in content if isinstance(content, list) else [{"type": "text", "text": content}]:
                     if part.get("type") == "text":
                         texts.append(part["text"])
+                        parts.append(("text", part["text"]))
                     elif part.get("type") == "image_url":
                         images.append(decode_data_url(part["image_url"]["url"]))
+                        parts.append(("image", images[-1]))
             record = {"headers": {k.lower(): v for k, v in h.headers.items()}, "body": body, "texts": texts,
-                      "marks": [tuple(int(v) for v in im[0, 0, :2]) for im in images]}
+                      "marks": [tuple(int(v) for v in im[0, 0, :2]) for im in images],
+                      "kinds": [kind for kind, _ in parts]}
             with self._lock:
                 self.requests.append(record)
             if fault is not None and fault[0]:
@@ -213,14 +238,14 @@ class OpenAIStub:
                 time.sleep(fault[1])
             if self.delay_s:
                 time.sleep(self.delay_s)
-            text = answer_for(images[0]) if images else "0"
+            text = answer_for(images[-1], with_examples=examples_ok(parts)) if images else "0"
             logprobs = None
             if images and body.get("logprobs"):  # score mode: the label digit and its alternatives
                 logprobs = {"content": [{"token": text[:1], "logprob": -0.1,
-                                         "top_logprobs": scored_alternatives(images[0])}]}
+                                         "top_logprobs": scored_alternatives(images[-1])}]}
                 text = logprobs["content"][0]["top_logprobs"][0]["token"]
             if images and ("response_format" in body or "guided_choice" in body):
-                text = constrained_answer(images[0])
+                text = constrained_answer(images[-1])
                 if "response_format" in body:
                     text = json.dumps({"category": text})
             self._send(h, 200, extra={"set-cookie": "session=STUB-COOKIE-SECRET; Path=/",
