@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -107,10 +107,13 @@ class PromptVariant:
 
     name: str
     file: str
+    permute_labels: bool = False  # ask under every cyclic renumbering of the classes (benchmark.permute)
 
     def settings(self) -> dict[str, Any]:
-        """What the variant sets beyond its name (for provenance and results)."""
-        return {k: v for k, v in asdict(self).items() if k != "name"}
+        """What the variant sets beyond its name (for provenance and results); settings left at
+        their default are left out, so adding a setting does not change older runs' provenance."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "name" and getattr(self, f.name) != f.default}
 
 
 @dataclass(frozen=True)
@@ -343,7 +346,7 @@ def _variant(task: str, name: str, spec: schema.PromptVariant) -> PromptVariant:
     where = f"tasks.{task}.variants.{name}"
     check_name(f"{where}: variant name", name)
     file = check_name(f"{where}.file", spec.file) if spec.file is not None else name
-    return PromptVariant(name=name, file=file)
+    return PromptVariant(name=name, file=file, permute_labels=spec.permute_labels)
 
 
 def _dataset_classes(spec: schema.Dataset) -> int | None:
@@ -384,7 +387,9 @@ def _threshold_key(key: str, tasks: dict[str, TaskConfig],
                              f"{', '.join(sorted(models))}{did_you_mean(model, models)}")
     if prompt is not None:
         base = tasks[task].derived_from or task
-        variants = list(models[model].prompts or tasks[base].prompts)
+        own = models[model].prompts
+        named = [] if own else [v.name for v in tasks[base].variants]  # a table variant runs when named
+        variants = list(dict.fromkeys([*(own or tasks[base].prompts), *named]))
         _expect(prompt in variants, f"thresholds.{key!r}: expected a prompt variant that {task} x {model} runs "
                                     f"({', '.join(variants)}), found {prompt!r}{did_you_mean(prompt, variants)}")
     return task, model, prompt
@@ -422,8 +427,12 @@ def _check_folders(config: BenchConfig, bench: schema.BenchFile) -> None:
 
 
 def check_prompt(task: TaskConfig, variant: str) -> None:
+    from benchmark.permute import check_prompt_file
+
     path = task.prompt_path(variant)
-    _expect(bool(path.read_text(encoding="utf-8").strip()), f"task {task.name!r}: prompt file {path} is empty")
+    text = path.read_text(encoding="utf-8")
+    _expect(bool(text.strip()), f"task {task.name!r}: prompt file {path} is empty")
+    check_prompt_file(task, variant, text, path)
 
 
 def _check_base_url(name: str, url: Any, key_env: Any) -> None:

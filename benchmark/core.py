@@ -91,6 +91,7 @@ class Request:
     image_sha256: str = ""
     text: str | None = None  # a second text part after the prompt (e.g. the text an extractor reads)
     repeat: int = 0  # which repeat of the same request (``repeats``); part of the recording key when > 0
+    shift: int = 0  # which label shift of a permuted prompt (``permute_labels``); in the recording key when > 0
 
     def __post_init__(self) -> None:
         if not self.image_sha256 and self.image is not None:

@@ -30,6 +30,7 @@ from benchmark.leaderboard import (MEASURED_HEADERS, PUBLISHED, PUBLISHED_HEADER
 from benchmark.leaderboard import fmt_num as _f
 from benchmark.leaderboard import results_from_document  # noqa: F401  (re-exported for callers)
 from benchmark.metrics import calibration, estimate_cost, roc_auc, row_normalised
+from benchmark.permute import describe as describe_permutation
 from benchmark.results import CaseResult, Prediction
 
 if TYPE_CHECKING:
@@ -44,6 +45,12 @@ FULL_HEADERS = ["task", "model", "prompt", "n", "accuracy", "95% CI", "chance", 
                 "unparseable", "refused", "tokens in", "tokens out", "cost USD", "wall s", "img/s", "cached",
                 "threshold", "P(fail) at ref", "result", "served model", "method"]
 PER_CLASS_HEADERS = ["class", "precision", "recall", "F1", "support"]
+PERMUTATION_HEADERS = ["case", "shifts", "accuracy per shift", "mean", "consistent acc", "numbers answered"]
+PERMUTATION_NOTE = ("permute_labels: every image asked under each cyclic renumbering of the classes (shift s "
+                    "shows class k as (k + s) mod n), answers mapped back; consistent acc = right under every "
+                    "shift; numbers answered = share of all answers giving each shown number; the case's other "
+                    "numbers are shift 0's")
+SHIFT_HEADERS = ["shift", "class -> number shown", "accuracy"]
 COLUMN_HELP = {
     "served model": "the model id the API said it served (response.model); for local models, id@weights commit",
     "method": "how answers became classes: parser, extract (extractor model), score",
@@ -224,6 +231,8 @@ class Report:
             rp = r.repeats
             out.append(f"repeats: {rp['n']}, accuracy mean {rp['mean']:.3f} +- {rp['sd']:.3f} (sd), "
                        f"majority vote {r.scores.accuracy:.3f}")
+        if r.permutation:
+            out += describe_permutation(r.permutation)
         cal = self.summary(r)["calibration"]
         if cal:
             line = f"calibration: Brier {cal['brier']:.4f}, ECE {cal['ece']:.4f} ({cal['ece_bins']} bins)"
@@ -258,6 +267,10 @@ class Report:
                      tabulate(measured_rows(self.results, self.regressions()), headers=MEASURED_HEADERS,
                               tablefmt=fmt, disable_numparse=True)]
             parts += [f"warning: {w}" for w in self.threshold_warnings()]
+            if any(r.permutation for r in self.results):
+                parts += ["", f"Label order ({PERMUTATION_NOTE})",
+                          tabulate(permutation_rows(self.results), headers=PERMUTATION_HEADERS, tablefmt=fmt,
+                                   disable_numparse=True)]
         else:
             parts = ["Measured: nothing in this run (every case was skipped; what each one needs is listed below)"]
         citation, pub = self.published_rows()
@@ -366,6 +379,10 @@ class Report:
         notes = self._notes()
         if notes:
             parts += ["", *(f"- {n}" for n in notes)]
+        if any(r.permutation for r in self.results):
+            parts += ["", "## Label order", "", f"_{PERMUTATION_NOTE}._", "",
+                      tabulate(permutation_rows(self.results), headers=PERMUTATION_HEADERS, tablefmt="github",
+                               disable_numparse=True)]
         if self.comparisons is not None:
             parts += ["", f"## Against baseline `{self.baseline}`", "",
                       "_Paired on shared sample ids; exact McNemar test; b = right in the baseline and "
@@ -392,6 +409,9 @@ class Report:
         notes = self._notes()
         if notes:
             body.append("<ul class=\"notes\">" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+        if any(r.permutation for r in self.results):
+            body += ["<h2>Label order</h2>", f"<p class=\"note\">{_e(PERMUTATION_NOTE)}.</p>",
+                     _html_table(PERMUTATION_HEADERS, permutation_rows(self.results), "permutation", sortable=True)]
         if self.comparisons is not None:
             body += [f"<h2>Against baseline <code>{_e(self.baseline or '')}</code></h2>",
                      "<p class=\"note\">Paired on shared sample ids; exact McNemar test; b = right in the "
@@ -420,6 +440,8 @@ class Report:
                      f"<img alt=\"confusion matrix of {_e(r.case_id)}\" "
                      f"src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">",
                      _html_table(PER_CLASS_HEADERS, _per_class_rows(r), None),
+                     *([_html_table(SHIFT_HEADERS, shift_rows(r.permutation), f"shifts-{r.case_id}")]
+                       if r.permutation else []),
                      "</section>"]
         body += list(extra)
         return (f"<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -489,6 +511,21 @@ def confusion_png(classes: Sequence[str], confusion: Sequence[Sequence[int]],
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def permutation_rows(results: Sequence[CaseResult]) -> list[list[str]]:
+    """One row per case run with permute_labels (:data:`PERMUTATION_HEADERS`)."""
+    return [[r.case_id, str(p["shifts"]), " / ".join(f"{a:.3f}" for a in p["accuracies"]), _f(p["mean_accuracy"]),
+             _f(p["consistent_accuracy"]), ", ".join(f"{j}: {x:.0%}" for j, x in enumerate(p["digit_share"]))]
+            for r in results if (p := r.permutation)]
+
+
+def shift_rows(p: dict[str, Any]) -> list[list[str]]:
+    """A permuted case's shifts (:data:`SHIFT_HEADERS`), then its consistent accuracy."""
+    n = len(p["digit_share"])
+    return [*([str(s), " ".join(f"{k}->{(k + s) % n}" for k in range(n)), _f(a)]
+              for s, a in enumerate(p["accuracies"])),
+            ["every shift", "consistent (right under every shift)", _f(p["consistent_accuracy"])]]
 
 
 def _per_class_rows(r: CaseResult) -> list[list[str]]:

@@ -29,6 +29,7 @@ class Prediction(_PredictionBase, total=False):
     probs: list[float]          # class probabilities (score mode)
     generate_label: int | None  # both mode: the label of the generated text
     score_label: int | None     # both mode: the label of the scored tokens
+    shift_parsed: list[int | None]  # permute_labels: the class under each label shift (index = shift)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class CaseResult:
     served_model: str = ""  # the model id(s) the API said it served (response.model), comma-joined
     method: str = ""  # how answers became classes, e.g. "parser", "extract (gpt-4o)", "score"
     repeats: dict[str, Any] | None = None  # ``repeats`` > 1: n, accuracies, mean, sd, majority_accuracy
+    permutation: dict[str, Any] | None = None  # permute_labels: benchmark.permute.permutation_stats
 
     @property
     def passed(self) -> bool | None:
@@ -87,6 +89,7 @@ class CaseResult:
             "served_model": self.served_model,
             "method": self.method,
             "repeats": self.repeats,
+            "permutation": self.permutation,
             "metrics": self.scores.to_json(),
             "predictions": self.predictions,
         }
@@ -108,4 +111,5 @@ class CaseResult:
             served_model=str(data.get("served_model") or ""),
             method=str(data.get("method") or ""),
             repeats=data.get("repeats"),
+            permutation=data.get("permutation"),
         )
