@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -111,12 +111,15 @@ class PromptVariant:
     shot_seed: int = 0
     example_text: str = schema.EXAMPLE_TEXT
     query_text: str = schema.QUERY_TEXT
+    permute_labels: bool = False  # ask under every cyclic renumbering of the classes (benchmark.permute)
 
     def settings(self) -> dict[str, Any]:
-        """What the variant sets beyond its name (for provenance and results); the few-shot
-        settings only for a few-shot variant."""
-        return {k: v for k, v in asdict(self).items()
-                if k != "name" and (self.shots or k not in schema.FEWSHOT_KEYS | {"shots"})}
+        """What the variant sets beyond its name (for provenance and results); settings left at
+        their default are left out, so adding a setting does not change older runs' provenance,
+        except that a few-shot variant names all its few-shot settings (the texts are sent)."""
+        shown = schema.FEWSHOT_KEYS if self.shots else set()
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "name" and (getattr(self, f.name) != f.default or f.name in shown)}
 
 
 @dataclass(frozen=True)
@@ -349,8 +352,12 @@ def _variant(task: str, name: str, spec: schema.PromptVariant) -> PromptVariant:
     where = f"tasks.{task}.variants.{name}"
     check_name(f"{where}: variant name", name)
     file = check_name(f"{where}.file", spec.file) if spec.file is not None else name
+    _expect(not (spec.shots and spec.permute_labels),
+            f"{where}: expected 'shots' or 'permute_labels', found both (the examples' texts name the "
+            f"paper's class numbers, which a shift renumbers): use two variants")
     return PromptVariant(name=name, file=file, shots=spec.shots, shot_seed=spec.shot_seed,
-                         example_text=spec.example_text, query_text=spec.query_text)
+                         example_text=spec.example_text, query_text=spec.query_text,
+                         permute_labels=spec.permute_labels)
 
 
 def _dataset_classes(spec: schema.Dataset) -> int | None:
@@ -391,7 +398,9 @@ def _threshold_key(key: str, tasks: dict[str, TaskConfig],
                              f"{', '.join(sorted(models))}{did_you_mean(model, models)}")
     if prompt is not None:
         base = tasks[task].derived_from or task
-        variants = list(models[model].prompts or tasks[base].prompts)
+        own = models[model].prompts
+        named = [] if own else [v.name for v in tasks[base].variants]  # a table variant runs when named
+        variants = list(dict.fromkeys([*(own or tasks[base].prompts), *named]))
         _expect(prompt in variants, f"thresholds.{key!r}: expected a prompt variant that {task} x {model} runs "
                                     f"({', '.join(variants)}), found {prompt!r}{did_you_mean(prompt, variants)}")
     return task, model, prompt
@@ -429,8 +438,12 @@ def _check_folders(config: BenchConfig, bench: schema.BenchFile) -> None:
 
 
 def check_prompt(task: TaskConfig, variant: str) -> None:
+    from benchmark.permute import check_prompt_file
+
     path = task.prompt_path(variant)
-    _expect(bool(path.read_text(encoding="utf-8").strip()), f"task {task.name!r}: prompt file {path} is empty")
+    text = path.read_text(encoding="utf-8")
+    _expect(bool(text.strip()), f"task {task.name!r}: prompt file {path} is empty")
+    check_prompt_file(task, variant, text, path)
 
 
 def _check_base_url(name: str, url: Any, key_env: Any) -> None:

@@ -110,6 +110,7 @@ class Request:
     text: str | None = None  # a text part before the image: what an extractor reads, or few-shot's query text
     repeat: int = 0  # which repeat of the same request (``repeats``); part of the recording key when > 0
     examples: tuple[Example, ...] = ()  # few-shot: the same labelled examples for every query of a case
+    shift: int = 0  # which label shift of a permuted prompt (``permute_labels``); in the recording key when > 0
 
     def __post_init__(self) -> None:
         if not self.image_sha256 and self.image is not None:

@@ -8,6 +8,7 @@ from typing import Any
 from benchmark.config import BenchConfig, ModelConfig, TaskConfig, check_prompt
 from benchmark.core import BenchError
 from benchmark.extraction import EXTRACT_PROMPT
+from benchmark.permute import check_model
 
 
 def prompt_variants(task: TaskConfig, model: ModelConfig) -> list[str]:
@@ -34,6 +35,15 @@ class Case:
         return base if self.default_prompt else f"{base}-{self.prompt}"
 
 
+def _named_variants(task: TaskConfig, model: ModelConfig, prompts: list[str] | None) -> list[str]:
+    """Variants with a ``[tasks.NAME.variants.X]`` table that ``--bench-prompt`` names but the
+    task does not list (e.g. the built-in ``paper-permuted``): run like a disabled model that is
+    named. A model with its own ``prompts`` list runs only those."""
+    listed = prompt_variants(task, model)
+    return [p for p in prompts or [] if p not in listed and model.prompts is None
+            and any(v.name == p for v in task.variants)]
+
+
 def _select(kind: str, wanted: list[str] | None, known: dict[str, Any]) -> list[str]:
     unknown = [w for w in wanted or [] if w not in known]
     if unknown:
@@ -53,7 +63,8 @@ def plan_cases(
 
     Without ``models``, only models with ``enabled = true`` run; naming a
     model runs it even if disabled. A model's ``prompts`` list replaces the
-    task's variants (e.g. the LLaVA wording of the paper's prompts).
+    task's variants (e.g. the LLaVA wording of the paper's prompts). Naming a
+    variant that has a settings table runs it even if the task does not list it.
     """
     task_names = _select("task", tasks, config.tasks)
     model_names = _select("model", models, config.models)
@@ -70,8 +81,9 @@ def plan_cases(
                 check_prompt(base, variant)
             if model.settings.get("extract_with"):  # the extractor's instruction is a prompt file too
                 check_prompt(base, model.settings.get("extract_prompt", EXTRACT_PROMPT))
-            chosen = [v for v in variants if not prompts or v in prompts]
+            chosen = [v for v in variants if not prompts or v in prompts] + _named_variants(base, model, prompts)
             for variant in chosen:
+                check_model(base, variant, model)
                 cases.append(Case(task, model, variant, default_prompt=is_default_prompt(base, model, variant)))
     if prompts:
         seen = {c.prompt for c in cases}

@@ -32,6 +32,7 @@ from benchmark.leaderboard import (MEASURED_HEADERS, PUBLISHED, PUBLISHED_HEADER
 from benchmark.leaderboard import fmt_num as _f
 from benchmark.leaderboard import results_from_document  # noqa: F401  (re-exported for callers)
 from benchmark.metrics import calibration, estimate_cost, roc_auc, row_normalised
+from benchmark.permute import describe as describe_permutation
 from benchmark.results import CaseResult, Prediction
 from benchmark.svg import Chart
 
@@ -50,6 +51,12 @@ PER_CLASS_HEADERS = ["class", "precision", "recall", "F1", "support"]
 SHOT_HEADERS = ["example", "class"]
 SHOTS_NOTE = ("labelled example images sent before every image of the case, drawn from the dataset beyond "
               "the sample (never a sample image)")
+PERMUTATION_HEADERS = ["case", "shifts", "accuracy per shift", "mean", "consistent acc", "numbers answered"]
+PERMUTATION_NOTE = ("permute_labels: every image asked under each cyclic renumbering of the classes (shift s "
+                    "shows class k as (k + s) mod n), answers mapped back; consistent acc = right under every "
+                    "shift; numbers answered = share of all answers giving each shown number; the case's other "
+                    "numbers are shift 0's")
+SHIFT_HEADERS = ["shift", "class -> number shown", "accuracy"]
 COLUMN_HELP = {
     "served model": "the model id the API said it served (response.model); for local models, id@weights commit",
     "method": "how answers became classes: parser, extract (extractor model), score",
@@ -233,6 +240,8 @@ class Report:
             rp = r.repeats
             out.append(f"repeats: {rp['n']}, accuracy mean {rp['mean']:.3f} +- {rp['sd']:.3f} (sd), "
                        f"majority vote {r.scores.accuracy:.3f}")
+        if r.permutation:
+            out += describe_permutation(r.permutation)
         cal = self.summary(r)["calibration"]
         if cal:
             line = f"calibration: Brier {cal['brier']:.4f}, ECE {cal['ece']:.4f} ({cal['ece_bins']} bins)"
@@ -273,6 +282,10 @@ class Report:
                      tabulate(measured_rows(self.results, self.regressions()), headers=MEASURED_HEADERS,
                               tablefmt=fmt, disable_numparse=True)]
             parts += [f"warning: {w}" for w in self.threshold_warnings()]
+            if any(r.permutation for r in self.results):
+                parts += ["", f"Label order ({PERMUTATION_NOTE})",
+                          tabulate(permutation_rows(self.results), headers=PERMUTATION_HEADERS, tablefmt=fmt,
+                                   disable_numparse=True)]
         else:
             parts = ["Measured: nothing in this run (every case was skipped; what each one needs is listed below)"]
         citation, pub = self.published_rows()
@@ -383,6 +396,10 @@ class Report:
         notes = self._notes()
         if notes:
             parts += ["", *(f"- {n}" for n in notes)]
+        if any(r.permutation for r in self.results):
+            parts += ["", "## Label order", "", f"_{PERMUTATION_NOTE}._", "",
+                      tabulate(permutation_rows(self.results), headers=PERMUTATION_HEADERS, tablefmt="github",
+                               disable_numparse=True)]
         if self.comparisons is not None:
             parts += ["", f"## Against baseline `{self.baseline}`", "",
                       "_Paired on shared sample ids; exact McNemar test; b = right in the baseline and "
@@ -416,6 +433,9 @@ class Report:
         notes = self._notes()
         if notes:
             body.append("<ul class=\"notes\">" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+        if any(r.permutation for r in self.results):
+            body += ["<h2>Label order</h2>", f"<p class=\"note\">{_e(PERMUTATION_NOTE)}.</p>",
+                     _html_table(PERMUTATION_HEADERS, permutation_rows(self.results), "permutation", sortable=True)]
         if self.comparisons is not None:
             body += [f"<h2>Against baseline <code>{_e(self.baseline or '')}</code></h2>",
                      "<p class=\"note\">Paired on shared sample ids; exact McNemar test; b = right in the "
@@ -448,6 +468,8 @@ class Report:
                      f"src=\"data:image/png;base64,{base64.b64encode(png).decode('ascii')}\">",
                      *([probability_charts(r, cal, chart_id=f"chart-{i}")] if cal else []),
                      _html_table(PER_CLASS_HEADERS, _per_class_rows(r), None),
+                     *([_html_table(SHIFT_HEADERS, shift_rows(r.permutation), f"shifts-{r.case_id}")]
+                       if r.permutation else []),
                      "</section>"]
         body += list(extra)
         return (f"<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -595,6 +617,8 @@ def _pr_chart(r: CaseResult, cal: dict[str, Any], chart_id: str) -> str:
     if pr["best"]:
         _tuned(c, r, cal, pr["best"], pr["best"]["recall"], pr["best"]["precision"])
     return c.render()
+
+
 def _shots_note(r: CaseResult) -> str:
     assert r.shots is not None
     return (f"few-shot: {r.shots['k']} example(s) per class (shot_seed {r.shots['seed']}), sent in this order "
@@ -606,6 +630,19 @@ def _shot_rows(r: CaseResult) -> list[list[str]]:
     names = r.classes
     label = (lambda k: f"{k}: {names[k]}") if r.derived_from is None else str  # merged names don't apply
     return [[str(e["id"]), label(int(e["label"]))] for e in (r.shots or {}).get("examples", [])]
+def permutation_rows(results: Sequence[CaseResult]) -> list[list[str]]:
+    """One row per case run with permute_labels (:data:`PERMUTATION_HEADERS`)."""
+    return [[r.case_id, str(p["shifts"]), " / ".join(f"{a:.3f}" for a in p["accuracies"]), _f(p["mean_accuracy"]),
+             _f(p["consistent_accuracy"]), ", ".join(f"{j}: {x:.0%}" for j, x in enumerate(p["digit_share"]))]
+            for r in results if (p := r.permutation)]
+
+
+def shift_rows(p: dict[str, Any]) -> list[list[str]]:
+    """A permuted case's shifts (:data:`SHIFT_HEADERS`), then its consistent accuracy."""
+    n = len(p["digit_share"])
+    return [*([str(s), " ".join(f"{k}->{(k + s) % n}" for k in range(n)), _f(a)]
+              for s, a in enumerate(p["accuracies"])),
+            ["every shift", "consistent (right under every shift)", _f(p["consistent_accuracy"])]]
 
 
 def _per_class_rows(r: CaseResult) -> list[list[str]]:

@@ -29,6 +29,7 @@ class Prediction(_PredictionBase, total=False):
     probs: list[float]          # class probabilities (score mode)
     generate_label: int | None  # both mode: the label of the generated text
     score_label: int | None     # both mode: the label of the scored tokens
+    shift_parsed: list[int | None]  # permute_labels: the class under each label shift (index = shift)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class CaseResult:
     method: str = ""  # how answers became classes, e.g. "parser", "extract (gpt-4o)", "score"
     repeats: dict[str, Any] | None = None  # ``repeats`` > 1: n, accuracies, mean, sd, majority_accuracy
     shots: dict[str, Any] | None = None  # few-shot: k, seed and the examples sent ([{id, label}], in order)
+    permutation: dict[str, Any] | None = None  # permute_labels: benchmark.permute.permutation_stats
 
     @property
     def passed(self) -> bool | None:
@@ -89,6 +91,7 @@ class CaseResult:
             "method": self.method,
             "repeats": self.repeats,
             "shots": self.shots,
+            "permutation": self.permutation,
             "metrics": self.scores.to_json(),
             "predictions": self.predictions,
         }
@@ -111,4 +114,5 @@ class CaseResult:
             method=str(data.get("method") or ""),
             repeats=data.get("repeats"),
             shots=data.get("shots"),
+            permutation=data.get("permutation"),
         )

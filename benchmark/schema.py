@@ -309,6 +309,10 @@ class PromptVariant(_Table):
             raise ValueError(f"'example_text': expected only the placeholders {{label}} and {{name}}, found "
                              f"{sorted(fields - {'label', 'name'})} in {self.example_text!r}")
         return self
+    permute_labels: bool = Field(False, description="ask every image under each cyclic renumbering of the classes "
+                                                    "(the file is a template with marked class blocks, see "
+                                                    "cases/prompts/README.md): accuracy per shift, consistent "
+                                                    "accuracy and the digit preference")
 
 
 class Task(_Table):
@@ -322,8 +326,8 @@ class Task(_Table):
                                                                        '.txt), first = default; default ["paper"]')
     prompt_dir: str | None = Field(None, description="folder of the prompt files; default prompts/<task>")
     variants: dict[Name, PromptVariant] | None = Field(
-        None, description="settings of prompt variants by name (the variant still has to be listed in "
-                          "'prompts' or in a model's 'prompts' to run)")
+        None, description="settings of prompt variants by name (the variant runs when listed in 'prompts' or "
+                          "in a model's 'prompts', or when named with --bench-prompt)")
     derived_from: str | None = Field(None, description="re-score this task's predictions (no model calls)")
     merge: list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]] | None = Field(
         None, min_length=1, description="groups of the base task's class indices, e.g. [[0], [1, 2], [3]]")

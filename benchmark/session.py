@@ -17,6 +17,7 @@ from benchmark.config import BenchConfig, ModelConfig, TaskConfig, safe_join
 from benchmark.core import Answer, BenchError, Example, KeyUnavailable, Request, Sample
 from benchmark.metrics import merge_predictions, merge_probs, score
 from benchmark.parsing import explain_answer
+from benchmark.permute import check_model, permutation_stats, shifted_prompts, unshift
 from benchmark.planning import Case, is_default_prompt, plan_cases
 from benchmark.results import CaseResult, Prediction
 from benchmark.extraction import EXTRACT_PROMPT, apply_extraction, extraction_requests
@@ -34,6 +35,7 @@ class _Predictions:
     answers: dict[str, Answer]
     wall_s: float
     repeats: list[dict[str, int | None]] | None = None  # per repeat: sample id -> class (``repeats`` > 1)
+    shifts: list[dict[str, Answer]] | None = None  # per label shift (``permute_labels``), classes mapped back
 
 
 def majority_vote(rounds: list[dict[str, Answer]]) -> dict[str, Answer]:
@@ -204,6 +206,14 @@ class BenchSession:
                                scrub=self.scrub, resolve_hint=command))
         start = time.perf_counter()
         n_repeats = int(model.settings.get("repeats", 1))
+        shifted = shifted_prompts(task, prompt)  # permute_labels: one prompt per label shift
+        if shifted is None:
+            plan = [(requests if r == 0 else [replace(q, repeat=r) for q in requests],
+                     label if n_repeats == 1 else f"{label} repeat {r + 1}/{n_repeats}") for r in range(n_repeats)]
+        else:
+            check_model(task, prompt, model)
+            plan = [([replace(q, prompt=text_s, shift=s) for q in requests], f"{label} label shift {s}")
+                    for s, text_s in enumerate(shifted)]
         rounds: list[dict[str, Answer]] = []
         with recording as rec:
             def ask(source: Any, source_model: ModelConfig, asks: list[Request], label: str):
@@ -212,19 +222,20 @@ class BenchSession:
                                        vcr_configure=self.vcr_configure,
                                        need_live=lambda n: self._need_live(source, source_model))
 
-            for r in range(n_repeats):
-                asks = requests if r == 0 else [replace(q, repeat=r) for q in requests]
-                shown = label if n_repeats == 1 else f"{label} repeat {r + 1}/{n_repeats}"
+            for asks, shown in plan:
                 rounds.append(self._answers_of(ask, task, model, provider, asks, shown))
             if rec is not None:
                 rec.finish(complete=self._whole_sample(task))
         wall = time.perf_counter() - start
-        for answers in rounds:
+        for shift, answers in enumerate(rounds):
             for a in answers.values():
                 self._read_class(a, task.n_classes)
-        answers = rounds[0] if n_repeats == 1 else majority_vote(rounds)
+                if shifted is not None:
+                    unshift(a, shift, task.n_classes)
+        answers = rounds[0] if n_repeats == 1 or shifted is not None else majority_vote(rounds)
         repeats = None if n_repeats == 1 else [{s.id: rd[s.id].label for s in samples} for rd in rounds]
-        self._predictions[key] = _Predictions(samples, answers, wall, repeats)
+        self._predictions[key] = _Predictions(samples, answers, wall, repeats,
+                                              shifts=rounds if shifted is not None else None)
         return self._predictions[key]
 
     def _answers_of(self, ask: Any, task: TaskConfig, model: ModelConfig, provider: Any,
@@ -295,12 +306,20 @@ class BenchSession:
         refused = [preds.answers[s.id].refusal is not None for s in preds.samples]
         scores = score(y_true, y_pred, task.n_classes, refused=refused)
         usage: dict[str, int] = {}
-        for a in preds.answers.values() if task.derived_from is None else ():
-            for k, v in a.usage.items():  # a derived task made no calls of its own
-                usage[k] = usage.get(k, 0) + int(v)
+        for answers in (preds.shifts or [preds.answers]) if task.derived_from is None else ():
+            for a in answers.values():
+                for k, v in a.usage.items():  # a derived task made no calls of its own
+                    usage[k] = usage.get(k, 0) + int(v)
         merge = task.merge_map() if task.merge is not None else None
         predictions = [self._prediction(s, t, p, preds.answers[s.id], merge)
                        for s, t, p in zip(preds.samples, y_true, y_pred)]
+        permutation = None
+        if preds.shifts is not None:  # the case's predictions are shift 0's; each sample's shifts beside them
+            by_shift = [[rd[s.id].label for s in preds.samples] for rd in preds.shifts]
+            permutation = permutation_stats([s.label for s in preds.samples], by_shift, base.n_classes, merge)
+            for i, p in enumerate(predictions):
+                p["shift_parsed"] = [None if rd[i] is None else rd[i] if merge is None else merge[rd[i]]
+                                     for rd in by_shift]
         tkey = (task.name, case.model.name, case.prompt)
         result = CaseResult(
             case_id=case.id,
@@ -326,6 +345,7 @@ class BenchSession:
             method=self._method(case.model),
             repeats=self._repeat_stats(preds, task, y_true) if preds.repeats else None,
             shots=self._shots(base, case.prompt),
+            permutation=permutation,
         )
         self.results.append(result)
         return result

@@ -139,6 +139,8 @@ file = "paper"
         ('[tasks.lsbg.variants.v]\nfile = "../x"\n', r"tasks.lsbg.variants.v.file '../x'"),
         ('[tasks.lsbg.variants.v]\nfiel = "paper"\n', r"fiel"),
         ('[tasks.morphology-merged.variants.v]\nfile = "paper"\n', r"expected no \['variants'\]"),
+        ('[tasks.lsbg]\nsample_size = 9\n[tasks.lsbg.variants.v]\nfile = "paper-blocks"\nshots = 1\n'
+         'permute_labels = true\n', r"tasks.lsbg.variants.v: expected 'shots' or 'permute_labels', found both"),
     ],
 )
 def test_prompt_variant_mistakes_are_clear_errors(tmp_path, text, message):

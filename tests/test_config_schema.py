@@ -49,7 +49,7 @@ def error_of(tmp_path: Path, text: str) -> str:
      ["models.gpt-4o: expected 'temperature' a number in [0, 2], found 'hot'"]),
     ("[models.gpt-4o]\ntimeout_s = -5\n", ["models.gpt-4o: expected 'timeout_s' a number > 0, found -5"]),
     ('[thresholds]\n"lsbg/gpt-4o/papr" = 0.5\n',
-     [("thresholds.'lsbg/gpt-4o/papr': expected a prompt variant that lsbg x gpt-4o runs (paper), "
+     [("thresholds.'lsbg/gpt-4o/papr': expected a prompt variant that lsbg x gpt-4o runs (paper, paper-permuted), "
        "found 'papr'; did you mean 'paper'?")]),
     ('[thresholds]\n"morphology-merged/llava-next/paper" = 0.5\n',  # llava-next runs paper-llava only
      ["expected a prompt variant that morphology-merged x llava-next runs (paper-llava), found 'paper'"]),

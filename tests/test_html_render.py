@@ -11,33 +11,16 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from benchmark.report import CURVE, TUNED, Report
+from tests.support.chromium import chromium_binary, headless
 from tests.support.results import PRICES, synthetic_results
 
-
-def chromium_binary() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    return None
-
-
 pytestmark = pytest.mark.skipif(chromium_binary() is None, reason="no Chromium: apt-get install chromium")
-
-
-def headless(page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run headless Chromium on ``page`` with its own throwaway profile (no network, no sync)."""
-    cmd = [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-           *args, page.resolve().as_uri()]
-    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
 
 
 def screenshot(page: Path, tmp_path: Path, *, width: int = 1400, height: int = 2000) -> Path:

@@ -49,7 +49,7 @@ def answer_requests(
     if len(counts) != len(requests):
         dupes = sorted(i for i, n in counts.items() if n > 1)[:5]
         raise BenchError(f"expected unique sample ids, found duplicates: {dupes}")
-    canon = {r.sample_id: source.canonical_request(r) for r in requests}
+    canon = {r.sample_id: _canonical(source, r) for r in requests}
     keys = {sid: content_key(canonical_json(c)) for sid, c in canon.items()}
     answers: dict[str, Answer] = {}
     missing: dict[str, list[Request]] = {}
@@ -123,6 +123,13 @@ def answer_requests(
         print(f"astrobench: {len(unrecorded)} answers of {source.name} were not recorded (a vcr_config "
               f"hook dropped them), e.g. sample {unrecorded[0]}", file=sys.stderr)
     return answers
+
+
+def _canonical(source: Any, request: Request) -> dict[str, Any]:
+    """The source's canonical request, with the label shift of a permuted prompt when it is not 0
+    (the prompt text already differs; the shift makes each record say which numbering it answered)."""
+    canonical = source.canonical_request(request)
+    return {**canonical, "label_shift": request.shift} if request.shift else canonical
 
 
 def _check_same_images(recording: Recording, requests: Sequence[Request]) -> None:

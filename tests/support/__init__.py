@@ -7,6 +7,7 @@
   session) for the recording, progress and wheel tests.
 - ``e2e_world``: the data, user config and expected accuracies of the end-to-end runs of
   ``pytest cases`` (the ``world`` fixture of ``tests/conftest.py`` serves them).
+- ``chromium``: headless Chromium for the HTML tests (skipped where none is on PATH).
 - ``results``: synthetic ``CaseResult`` builders for the report tests (made-up numbers, no model).
 
 Test modules import from here, never from one another.

@@ -5,6 +5,10 @@ query image of a few-shot prompt): the top-left pixel carries the true label
 and an answer style (see :func:`mark_image`), so a test knows exactly which
 answers, and which accuracy, the stand-in implies. A ``NEEDS_EXAMPLES`` image
 is answered right only after labelled examples (:func:`examples_ok`).
+Two styles read the prompt too (label-order tests, ``permute_labels``):
+READS_PROMPT answers the number the prompt shows for the image's class (the
+stub is given words that identify each class's block, ``class_texts``), and
+ZERO always answers "0".
 It records every request (headers included) so tests can assert on what the
 real ``openai`` client sent, and it can inject 429/5xx/slow responses.
 """
@@ -18,6 +22,7 @@ import math
 import re
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -32,6 +37,8 @@ BARE = 4             # "k"
 STYLES = (CORRECT, WRONG, UNPARSEABLE, VERBOSE, BARE)
 CORRECT_STYLES = {CORRECT, VERBOSE, BARE}
 NEEDS_EXAMPLES = 5   # "Category k" after examples of every class (examples_ok), else as WRONG
+READS_PROMPT = 6     # "Category j", j = the number the prompt shows for the class (needs class_texts)
+ZERO = 7             # "0", whatever the image and the prompt
 
 
 def mark_image(image: np.ndarray, *, label: int, style: int, n_classes: int) -> np.ndarray:
@@ -42,14 +49,36 @@ def mark_image(image: np.ndarray, *, label: int, style: int, n_classes: int) -> 
     return out
 
 
-def answer_for(image: np.ndarray, *, with_examples: bool = False) -> str:
-    """The answer to ``image``; ``with_examples``: the request showed labelled examples of every class."""
+def shown_number(prompt: str, class_text: str) -> int | None:
+    """The number a prompt shows for a class: the last "Category N" before the first
+    occurrence of ``class_text`` (words only that class's block holds); None if absent."""
+    at = prompt.find(class_text)
+    found = re.findall(r"[Cc]ategory (\d+)", prompt[:at]) if at >= 0 else []
+    return int(found[-1]) if found else None
+
+
+def _read(image: np.ndarray, prompt: str | None, class_texts: Sequence[str] | None) -> int | None:
+    label = int(image[0, 0, 0]) % 10
+    if prompt is None or not class_texts or label >= len(class_texts):
+        return None
+    return shown_number(prompt, class_texts[label])
+
+
+def answer_for(image: np.ndarray, prompt: str | None = None, class_texts: Sequence[str] | None = None, *,
+               with_examples: bool = False) -> str:
+    """The answer to ``image``; ``with_examples``: the request showed labelled examples of every class;
+    ``prompt`` and ``class_texts``: for READS_PROMPT images."""
     code, n = int(image[0, 0, 0]), int(image[0, 0, 1])
     label, style = code % 10, code // 10
     if n < 2:
         return "This image carries no stub marking."
     if style == NEEDS_EXAMPLES:
         style = CORRECT if with_examples else WRONG
+    if style == READS_PROMPT:
+        shown = _read(image, prompt, class_texts)
+        return "I cannot find the category in the prompt." if shown is None else f"Category {shown}"
+    if style == ZERO:
+        return "0"
     if style == WRONG:
         return f"**Category {(label + 1) % n}**"
     if style == UNPARSEABLE:
@@ -61,12 +90,19 @@ def answer_for(image: np.ndarray, *, with_examples: bool = False) -> str:
     return f"Category {label}"
 
 
-def scored_alternatives(image: np.ndarray) -> list[dict[str, Any]]:
+def scored_alternatives(image: np.ndarray, prompt: str | None = None,
+                        class_texts: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Score mode's first-token alternatives: the image's label at log-probability log(0.7) (the
-    wrong one for WRONG-style images), the other labels sharing 0.2, then a non-label token."""
+    wrong one for WRONG-style images, the number shown for READS_PROMPT, 0 for ZERO), the
+    other labels sharing 0.2, then a non-label token."""
     code, n = int(image[0, 0, 0]), int(image[0, 0, 1])
     label, style = code % 10, code // 10
     top = (label + 1) % n if style == WRONG else label
+    if style == READS_PROMPT:
+        top = _read(image, prompt, class_texts)
+        top = label if top is None else top
+    elif style == ZERO:
+        top = 0
     others = [k for k in range(n) if k != top]
     alts = [{"token": str(top), "logprob": math.log(0.7)}]
     alts += [{"token": f" {k}", "logprob": math.log(0.2 / len(others))} for k in others]
@@ -108,8 +144,9 @@ def decode_data_url(url: str) -> np.ndarray:
 class OpenAIStub:
     """``with OpenAIStub() as stub:`` then point a client at ``stub.base_url``."""
 
-    def __init__(self, *, delay_s: float = 0.0) -> None:
+    def __init__(self, *, delay_s: float = 0.0, class_texts: Sequence[str] | None = None) -> None:
         self.delay_s = delay_s
+        self.class_texts = list(class_texts) if class_texts is not None else None  # for READS_PROMPT images
         self.requests: list[dict[str, Any]] = []
         self.max_in_flight = 0
         self._in_flight = 0
@@ -238,11 +275,14 @@ class OpenAIStub:
                 time.sleep(fault[1])
             if self.delay_s:
                 time.sleep(self.delay_s)
-            text = answer_for(images[-1], with_examples=examples_ok(parts)) if images else "0"
+            prompt = texts[0] if texts else None
+            text = (answer_for(images[-1], prompt, self.class_texts, with_examples=examples_ok(parts))
+                    if images else "0")
             logprobs = None
             if images and body.get("logprobs"):  # score mode: the label digit and its alternatives
                 logprobs = {"content": [{"token": text[:1], "logprob": -0.1,
-                                         "top_logprobs": scored_alternatives(images[-1])}]}
+                                         "top_logprobs": scored_alternatives(images[-1], prompt,
+                                                                             self.class_texts)}]}
                 text = logprobs["content"][0]["top_logprobs"][0]["token"]
             if images and ("response_format" in body or "guided_choice" in body):
                 text = constrained_answer(images[-1])
