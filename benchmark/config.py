@@ -23,6 +23,7 @@ from benchmark.core import BenchError
 from benchmark.providers import PROVIDERS
 from benchmark.resources import builtin_path
 from benchmark.schema import did_you_mean
+from benchmark.sampling import Selection
 
 BUILTIN_CONFIG = builtin_path("bench.toml")  # package data: cases/ in a checkout (benchmark/resources.py)
 CONFIG_ENV = "ASTROBENCH_CONFIG"
@@ -117,10 +118,17 @@ class TaskConfig:
     derived_from: str | None = None
     merge: tuple[tuple[int, ...], ...] | None = None
     description: str = ""
+    sample: str = "first"  # benchmark.sampling.RULES
+    seed: int | None = None  # of a stratified sample
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def selection(self) -> Selection:
+        """Which images the task classifies (``sample_size`` None = the whole dataset)."""
+        return Selection(self.sample, self.sample_size, self.seed)
 
     def prompt_path(self, variant: str) -> Path:
         """First ``<variant>.txt`` found in the prompt folders (user's first);
@@ -306,7 +314,9 @@ def _task(name: str, spec: schema.Task, bench: schema.BenchFile, prompt_dirs: tu
         name=name,
         classes=tuple(classes),
         dataset=spec.dataset,
-        sample_size=spec.sample_size,
+        sample_size=None if spec.sample_size == "all" else spec.sample_size,
+        sample=spec.sample,
+        seed=(spec.seed or 0) if spec.sample == "stratified" else None,
         prompts=tuple(prompts),
         prompt_dirs=prompt_dirs,
         derived_from=derived,

@@ -275,13 +275,29 @@ FORMATS = ("lsbg-npy", "galaxy-mnist-hdf5-gz", "folder")
 # --------------------------------------------------------------------- tasks
 
 
+def _sample_size(value: Any) -> Any:
+    if value is None or value == "all" or (type(value) is int and value >= 1):
+        return value
+    raise PydanticCustomError("sample_size", 'expected a whole number >= 1 or "all"')
+
+
+SampleSize = Annotated[int | Literal["all"] | None, BeforeValidator(_sample_size), WithJsonSchema(
+    {"anyOf": [{"type": "integer", "minimum": 1},
+               {"type": "string", "const": "all", "pattern": "^all$", "description": '"all"'}]})]
+
+
 class Task(_Table):
     """A dataset, its class names (index = label) and prompt variants; or a re-scoring of another task."""
 
     description: str = ""
     dataset: str | None = Field(None, description="a [datasets] name")
     classes: list[str] | None = Field(None, min_length=2, description="class names, index = label")
-    sample_size: int | None = Field(None, ge=1, description="the first N images of the dataset")
+    sample_size: SampleSize = Field(
+        None, description='how many images: N, or "all" (the whole dataset, also when left out)')
+    sample: Literal["first", "stratified"] = Field(
+        "first", description='which images: "first" N in the dataset\'s order (as in the paper), or '
+                             '"stratified": each class keeps its share, drawn with seed')
+    seed: int | None = Field(None, ge=0, description='the seed of sample = "stratified" (default 0)')
     prompts: list[Name] | None = Field(None, min_length=1, description='prompt variants (prompts/<task>/<variant>'
                                                                        '.txt), first = default; default ["paper"]')
     prompt_dir: str | None = Field(None, description="folder of the prompt files; default prompts/<task>")
@@ -299,12 +315,16 @@ class Task(_Table):
             if self.dataset is None:
                 raise ValueError("expected 'dataset' (a [datasets] name) or 'derived_from', found neither")
         else:
-            given = [k for k in ("dataset", "sample_size", "prompts") if getattr(self, k) is not None]
+            given = [k for k in ("dataset", "sample_size", "seed", "prompts") if getattr(self, k) is not None]
+            given += ["sample"] if "sample" in self.model_fields_set else []
             if given:
                 raise ValueError(f"a derived task takes its data and prompts from {self.derived_from!r}; "
                                  f"expected no {given}")
             if (self.merge is None) != (self.merged_classes is None):
                 raise ValueError("expected 'merge' and 'merged_classes' together")
+        if self.seed is not None and self.sample != "stratified":
+            raise ValueError(f"'seed' draws a stratified sample; expected sample = \"stratified\" with it, "
+                             f"found sample = {self.sample!r}")
         need = "merged_classes" if self.merge is not None else "classes"
         if getattr(self, need) is None:
             raise ValueError(f"expected '{need}' as a list of at least 2 names, found none")

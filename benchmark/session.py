@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import BenchConfig, ModelConfig, TaskConfig, safe_join
-from benchmark.core import Answer, BenchError, KeyUnavailable, Request, Sample
+from benchmark.core import Answer, BenchError, KeyUnavailable, LazySample, Request
 from benchmark.metrics import merge_predictions, merge_probs, score
 from benchmark.parsing import explain_answer
 from benchmark.planning import Case, is_default_prompt, plan_cases
@@ -30,7 +30,7 @@ DEFAULT_CASSETTES = Path("cassettes")  # relative to the project (the plugin pas
 
 @dataclass
 class _Predictions:
-    samples: list[Sample]
+    samples: list[LazySample]
     answers: dict[str, Answer]
     wall_s: float
     repeats: list[dict[str, int | None]] | None = None  # per repeat: sample id -> class (``repeats`` > 1)
@@ -90,34 +90,28 @@ class BenchSession:
         self.scrub = Scrubber(os.environ.get(str(m.settings.get("api_key_env") or "OPENAI_API_KEY"))
                               for m in config.models.values() if m.provider == "openai")
         self.results: list[CaseResult] = []
-        self._samples: dict[tuple[str, int | None], list[Sample]] = {}
+        self._samples: dict[tuple[Any, ...], list[LazySample]] = {}
         self._providers: dict[str, Any] = {}
         self._predictions: dict[tuple[str, str, str], _Predictions] = {}
 
     # -- data ---------------------------------------------------------------
-    def samples(self, task: TaskConfig) -> list[Sample]:
-        """The task's sample (first ``sample_size``, cut to ``--bench-limit``).
+    def samples(self, task: TaskConfig) -> list[LazySample]:
+        """The task's sample (``sample_size`` by its ``sample`` rule, cut to ``--bench-limit``;
+        :func:`benchmark.sampling.task_sample`), computed once per session.
 
-        A frozen sample in ``fixtures/samples/<dataset>.npz`` is used when it
-        holds enough images; otherwise the dataset is loaded (and downloaded).
+        A frozen sample in ``fixtures/samples/<dataset>.npz`` is used when it holds this
+        sample; otherwise the dataset is read (and downloaded). Images stay on disk: a
+        sample's image is read when a request is sent, and only its digest is kept.
         """
-        from benchmark.datasets import load_dataset
-        from benchmark.frozen import load_frozen
+        from benchmark.sampling import task_sample
 
         assert task.dataset is not None
-        sizes = [s for s in (task.sample_size, self.limit) if s is not None]
-        count = min(sizes) if sizes else None
-        key = (task.dataset, count)
+        key = (task.dataset, task.selection, self.limit)
         if key in self._samples:
             return self._samples[key]
         spec = self.config.datasets[task.dataset]
-        frozen = self.frozen_dir / f"{task.dataset}.npz"
-        base_dir = self.config.dataset_dirs.get(task.dataset)
-        samples = (load_frozen(frozen, dataset=task.dataset, spec=spec, count=count, base_dir=base_dir)
-                   if frozen.exists() else None)
-        if samples is None:
-            samples = load_dataset(task.dataset, spec, limit=count,
-                                   base_dir=self.config.dataset_dirs.get(task.dataset))
+        samples = task_sample(task, spec, limit=self.limit, frozen=self.frozen_dir / f"{task.dataset}.npz",
+                              base_dir=self.config.dataset_dirs.get(task.dataset))
         bad = [s.label for s in samples if not 0 <= s.label < task.n_classes]
         if bad:
             raise BenchError(f"task {task.name}: dataset {task.dataset} has labels {sorted(set(bad))}"
@@ -167,7 +161,7 @@ class BenchSession:
             return self._predictions[key]
         samples = self.samples(task)
         text = task.prompt_text(prompt)
-        requests = [Request(s.id, text, s.image, task.n_classes, s.sha256) for s in samples]
+        requests = [Request(s.id, text, s.read, task.n_classes, s.sha256) for s in samples]
         provider = self.provider(model)
         label = f"{task.name}/{model.name}" + ("" if is_default_prompt(task, model, prompt) else f"/{prompt}")
         command = self._record_command(task, model, prompt)
@@ -328,7 +322,7 @@ class BenchSession:
         how = f"extract ({model.settings['extract_with']})" if model.settings.get("extract_with") else "parser"
         return f"score + generate/{how}" if mode == "both" else how
 
-    def _prediction(self, sample: Sample, true: int, parsed: int | None, answer: Answer,
+    def _prediction(self, sample: LazySample, true: int, parsed: int | None, answer: Answer,
                     merge: list[int] | None) -> Prediction:
         """One sample's record in the results (keys in scrubbed text, merged classes applied)."""
         out: Prediction = {"sample_id": sample.id, "true": true, "raw": self.scrub(answer.raw), "parsed": parsed}

@@ -281,7 +281,7 @@ class TransformersProvider:
             if r.image is None:
                 raise BenchError(f"model {self.name!r}: expected an image for sample {r.sample_id!r}, "
                                  "found none (text-only requests are not supported)")
-            images.append(Image.fromarray(np.ascontiguousarray(r.image, dtype=np.uint8), mode="RGB"))
+            images.append(Image.fromarray(np.ascontiguousarray(r.load_image(), dtype=np.uint8), mode="RGB"))
         # The chat template writes the BOS token itself; the paper's plain prompt relies
         # on the tokenizer adding it (as the notebook's processor call did).
         add_special = self.settings["prompt_format"] == "paper"

@@ -115,7 +115,7 @@ class OpenAIChatProvider:
             content.append({"type": "text", "text": request.text})
         if request.image is not None:
             image_url: dict[str, Any] = (
-                {"sha256": request.image_sha256} if image_ref else {"url": png_data_url(request.image)}
+                {"sha256": request.image_sha256} if image_ref else {"url": png_data_url(request.load_image())}
             )
             if self.settings["detail"] is not None:
                 image_url["detail"] = self.settings["detail"]
