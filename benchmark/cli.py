@@ -119,8 +119,8 @@ def _fetch(args: argparse.Namespace) -> int:
 
 def _freeze(args: argparse.Namespace) -> int:
     from benchmark.config import load_config
-    from benchmark.datasets import load_dataset
     from benchmark.frozen import frozen_dir, write_frozen
+    from benchmark.sampling import task_sample
 
     config = load_config(args.bench_config)
     unknown = [t for t in args.tasks if t not in config.tasks]
@@ -130,10 +130,10 @@ def _freeze(args: argparse.Namespace) -> int:
         task = config.base_task(config.tasks[name])
         assert task.dataset is not None
         spec, base_dir = config.datasets[task.dataset], config.dataset_dirs.get(task.dataset)
-        samples = load_dataset(task.dataset, spec, limit=task.sample_size, base_dir=base_dir)
+        samples = task_sample(task, spec, base_dir=base_dir)  # images stream into the file one by one
         path = write_frozen(frozen_dir() / f"{task.dataset}.npz", samples, dataset=task.dataset,
-                            spec=spec, base_dir=base_dir)
-        print(f"{name}: {len(samples)} samples of {task.dataset} -> {path}")
+                            spec=spec, base_dir=base_dir, selection=task.selection)
+        print(f"{name}: {len(samples)} samples of {task.dataset} ({task.selection.describe()}) -> {path}")
     return 0
 
 

@@ -23,6 +23,7 @@ from benchmark.core import BenchError
 from benchmark.providers import PROVIDERS
 from benchmark.resources import builtin_path
 from benchmark.schema import did_you_mean
+from benchmark.sampling import Selection
 
 BUILTIN_CONFIG = builtin_path("bench.toml")  # package data: cases/ in a checkout (benchmark/resources.py)
 CONFIG_ENV = "ASTROBENCH_CONFIG"
@@ -140,6 +141,8 @@ class TaskConfig:
     merge: tuple[tuple[int, ...], ...] | None = None
     description: str = ""
     variants: tuple[PromptVariant, ...] = ()  # those with a [tasks.NAME.variants.X] table
+    sample: str = "first"  # benchmark.sampling.RULES
+    seed: int | None = None  # of a stratified sample
 
     @property
     def n_classes(self) -> int:
@@ -149,6 +152,10 @@ class TaskConfig:
         """The variant's settings (a variant without a table sends ``<name>.txt``)."""
         check_name(f"task {self.name!r}: prompt variant", name)
         return next((v for v in self.variants if v.name == name), PromptVariant(name=name, file=name))
+    @property
+    def selection(self) -> Selection:
+        """Which images the task classifies (``sample_size`` None = the whole dataset)."""
+        return Selection(self.sample, self.sample_size, self.seed)
 
     def prompt_path(self, variant: str) -> Path:
         """First ``<file>.txt`` of the variant found in the prompt folders (user's first);
@@ -334,7 +341,9 @@ def _task(name: str, spec: schema.Task, bench: schema.BenchFile, prompt_dirs: tu
         name=name,
         classes=tuple(classes),
         dataset=spec.dataset,
-        sample_size=spec.sample_size,
+        sample_size=None if spec.sample_size == "all" else spec.sample_size,
+        sample=spec.sample,
+        seed=(spec.seed or 0) if spec.sample == "stratified" else None,
         prompts=tuple(prompts),
         prompt_dirs=prompt_dirs,
         derived_from=derived,

@@ -8,10 +8,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -38,21 +40,29 @@ class KeyUnavailable(Unavailable):
     """A live call is needed and its API key is not set (in record mode ``once``: ``make bench``)."""
 
 
-def write_atomic(path: Path | str, data: str | bytes) -> None:
-    """Write a file so that a crash never leaves it half-written (temp file,
-    fsync, rename in the same folder)."""
+@contextmanager
+def atomic_writer(path: Path | str) -> Iterator[IO[bytes]]:
+    """A binary file that appears at ``path`` only once fully written (temp file in the
+    same folder, fsync, rename); on an error nothing appears."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path | str, data: str | bytes) -> None:
+    """Write a file so that a crash never leaves it half-written (temp file, fsync, rename
+    in the same folder)."""
+    with atomic_writer(path) as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def image_digest(image: np.ndarray) -> str:
@@ -80,6 +90,33 @@ class Sample:
         return image_digest(self.image)
 
 
+class LazySample:
+    """One labelled image of a dataset that stays on disk: ``image`` reads it each time it
+    is asked (the caller drops it when done); ``sha256`` is computed once and kept (or given
+    by the source, e.g. a frozen sample, so a replay never reads the image)."""
+
+    __slots__ = ("id", "label", "read", "_sha256")
+
+    def __init__(self, id: str, label: int, read: Callable[[], np.ndarray], sha256: str | None = None) -> None:
+        self.id, self.label, self.read, self._sha256 = id, label, read, sha256
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.read()
+
+    @property
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            self._sha256 = image_digest(self.read())
+        return self._sha256
+
+    def __repr__(self) -> str:
+        return f"LazySample(id={self.id!r}, label={self.label})"
+
+
+ImageLoader = Callable[[], np.ndarray]
+
+
 @dataclass(frozen=True)
 class Example:
     """A labelled example image shown before the query image (few-shot prompts)."""
@@ -100,11 +137,13 @@ class Request:
     """One classification request: a prompt, and an image or a second text part.
 
     Parts are sent in this order: ``prompt``, each example (its text, its image), ``text``, ``image``.
+    ``image`` is the pixels, or a loader that reads them (a dataset's image stays on
+    disk until a provider sends it); use :meth:`load_image`.
     """
 
     sample_id: str
     prompt: str
-    image: np.ndarray | None  # None for text-only requests (e.g. answer extraction)
+    image: np.ndarray | ImageLoader | None  # None for text-only requests (e.g. answer extraction)
     n_classes: int
     image_sha256: str = ""
     text: str | None = None  # a text part before the image: what an extractor reads, or few-shot's query text
@@ -114,7 +153,11 @@ class Request:
 
     def __post_init__(self) -> None:
         if not self.image_sha256 and self.image is not None:
-            object.__setattr__(self, "image_sha256", image_digest(self.image))
+            object.__setattr__(self, "image_sha256", image_digest(self.load_image()))
+
+    def load_image(self) -> np.ndarray | None:
+        """The image's pixels (read now when ``image`` is a loader; not kept), or None."""
+        return self.image() if callable(self.image) else self.image
 
 
 @dataclass

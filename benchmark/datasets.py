@@ -51,16 +51,21 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmark.core import BenchError, DatasetUnavailable, Sample, write_atomic
+from benchmark.core import BenchError, DatasetUnavailable, LazySample, Sample, write_atomic
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from benchmark.sampling import Selection
 
 CACHE_ENV = "ASTROBENCH_CACHE_DIR"
 DIGEST_ALGOS = ("git-sha1", "md5", "sha256")
@@ -118,21 +123,81 @@ def load_dataset(
     cache_dir: Path | None = None,
     base_dir: Path | None = None,
 ) -> list[Sample]:
-    """Load the first ``limit`` samples (all if ``None``), downloading as needed.
+    """Load the first ``limit`` samples (all if ``None``) into memory, downloading as needed.
 
     ``base_dir`` is the folder that relative ``path``s of folder datasets
     resolve against (the config file's folder; default: the current one).
+    Runs read through :func:`open_dataset` instead, one image at a time.
     """
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
         raise BenchError(f"dataset {name}: expected limit to be a non-negative integer or None, "
                          f"found {limit!r}")
+    source = open_dataset(name, spec, cache_dir=cache_dir, base_dir=base_dir)
+    n = len(source) if limit is None else min(limit, len(source))
+    return [Sample(source.ids[i], source.image(i), int(source.labels[i])) for i in range(n)]
+
+
+class SampleSource:
+    """A dataset as an index: every id and label in memory (small), each image read from
+    disk when asked (:meth:`image`) and never kept.
+
+    ``ids[i]``/``labels[i]`` describe image ``i`` in the dataset's order; :meth:`index_of`
+    finds an id. :meth:`sample` gives a :class:`LazySample` (what runs use), :meth:`digest`
+    the image's sha256, known without reading the image where the source stores it (a
+    frozen sample). ``reads`` counts the images read so far. ``selection`` is the sampling
+    rule a frozen sample was drawn with (None for a dataset).
+    """
+
+    def __init__(self, name: str, ids: list[str], labels: np.ndarray, read: Callable[[int], np.ndarray], *,
+                 digests: Sequence[str] | None = None, selection: Selection | None = None) -> None:
+        self.name, self.ids, self.labels = name, ids, labels
+        self._read = read
+        self._digests = digests
+        self._index: dict[str, int] | None = None
+        self.selection = selection
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def index_of(self, sample_id: str) -> int:
+        if self._index is None:
+            self._index = {sid: i for i, sid in enumerate(self.ids)}
+        try:
+            return self._index[sample_id]
+        except KeyError:
+            raise BenchError(f"dataset {self.name}: expected a sample id of the dataset, found "
+                             f"{sample_id!r}") from None
+
+    def image(self, index: int) -> np.ndarray:
+        """Image ``index`` as uint8 HxWx3, read now."""
+        self.reads += 1
+        return self._read(index)
+
+    def digest(self, index: int) -> str | None:
+        """The image's sha256 if the source knows it without reading the image."""
+        return None if self._digests is None else str(self._digests[index])
+
+    def sample(self, index: int) -> LazySample:
+        return LazySample(self.ids[index], int(self.labels[index]), partial(self.image, index),
+                          self.digest(index))
+
+    def samples(self, indices: Sequence[int]) -> list[LazySample]:
+        return [self.sample(i) for i in indices]
+
+
+def open_dataset(name: str, spec: dict, *, cache_dir: Path | None = None,
+                 base_dir: Path | None = None) -> SampleSource:
+    """The dataset as a :class:`SampleSource`: labels (and file listings) are read now,
+    images when asked. Remote files are downloaded and verified as they are first needed
+    (the image files of ``lsbg-npy`` one by one, as the images asked for reach them)."""
     fmt, files = _check_spec(name, spec)
     if fmt == "folder":
-        return _load_folder(name, spec, limit=limit, base_dir=base_dir)
+        return _folder_source(name, spec, base_dir=base_dir)
     root = _dataset_cache(name, cache_dir)
     if fmt == "lsbg-npy":
-        return _load_lsbg(name, spec, files, root, limit=limit)
-    return _load_galaxy_mnist(name, spec, files, root, limit=limit)
+        return _lsbg_source(name, spec, files, root)
+    return _galaxy_mnist_source(name, spec, files, root)
 
 
 # ---------------------------------------------------------------- spec checks
@@ -504,37 +569,65 @@ def _load_npy(what: Path, *, mmap: bool) -> np.ndarray:
                          f"be read ({exc})") from None
 
 
-def _load_lsbg(name: str, spec: dict, files: dict[str, _FileEntry], root: Path,
-               *, limit: int | None) -> list[Sample]:
+class _NpyImages:
+    """LSBG's image files as one index: a file is downloaded, verified and its header checked
+    the first time an image in it (or after it) is asked for; each image is read from the
+    file on its own (``np.fromfile`` at its offset, so nothing stays mapped in memory)."""
+
+    def __init__(self, name: str, spec: dict, files: dict[str, _FileEntry], root: Path, n_labels: int) -> None:
+        self.name, self.files, self.root, self.n_labels = name, files, root, n_labels
+        self.image_names: list[str] = spec["images"]
+        self.labels_name: str = spec["labels"]
+        self.starts: list[int] = []  # first index of each opened file
+        self.parts: list[tuple[str, Path, np.dtype, int, bool]] = []  # fname, path, dtype, offset, C order
+        self.count = 0
+
+    def _open_next(self) -> None:
+        i = len(self.parts)
+        fname = self.image_names[i]
+        path = _ensure_file(self.name, fname, self.files[fname], self.root)
+        arr = _load_npy(path, mmap=True)
+        _check_image_array(fname, arr.shape, arr.dtype)
+        total_here = self.count + arr.shape[0]
+        all_loaded = i == len(self.image_names) - 1
+        if total_here > self.n_labels or (all_loaded and total_here != self.n_labels):
+            raise _count_mismatch(f"dataset {self.name} ({', '.join(self.image_names[:i + 1])} "
+                                  f"vs {self.labels_name})", total_here, self.n_labels,
+                                  partial=not all_loaded)
+        offset = int(getattr(arr, "offset", 0))
+        self.starts.append(self.count)
+        self.parts.append((fname, path, arr.dtype, offset, bool(arr.flags.c_contiguous)))
+        self.count = total_here
+        del arr
+
+    def __call__(self, index: int) -> np.ndarray:
+        while index >= self.count and len(self.parts) < len(self.image_names):
+            self._open_next()
+        if not 0 <= index < self.count:
+            raise IndexError(f"dataset {self.name}: image index {index} out of range")
+        k = bisect_right(self.starts, index) - 1
+        fname, path, dtype, offset, c_order = self.parts[k]
+        local = index - self.starts[k]
+        size = int(np.prod(_IMAGE_SHAPE))
+        if c_order:
+            arr = np.fromfile(path, dtype=dtype, count=size, offset=offset + local * size * dtype.itemsize)
+            image = arr.reshape(_IMAGE_SHAPE)
+        else:  # a Fortran-order file: read through a short-lived mapping
+            image = np.array(_load_npy(path, mmap=True)[local])
+        return _to_uint8(fname, image)
+
+
+def _lsbg_source(name: str, spec: dict, files: dict[str, _FileEntry], root: Path) -> SampleSource:
     n_classes = _n_classes(spec, "lsbg-npy")
     labels_name: str = spec["labels"]
     labels = _check_labels(labels_name,
                            _load_npy(_ensure_file(name, labels_name, files[labels_name], root),
                                      mmap=False), n_classes)
-    parts: list[np.ndarray] = []
-    count = 0
-    image_names: list[str] = spec["images"]
-    for i, fname in enumerate(image_names):
-        if limit is not None and count >= limit:
-            break
-        arr = _load_npy(_ensure_file(name, fname, files[fname], root), mmap=True)
-        _check_image_array(fname, arr.shape, arr.dtype)
-        total_here = count + arr.shape[0]
-        all_loaded = i == len(image_names) - 1
-        if total_here > len(labels) or (all_loaded and total_here != len(labels)):
-            raise _count_mismatch(f"dataset {name} ({', '.join(image_names[:i + 1])} "
-                                  f"vs {labels_name})", total_here, len(labels),
-                                  partial=not all_loaded)
-        take = arr.shape[0] if limit is None else min(arr.shape[0], limit - count)
-        parts.append(_to_uint8(fname, arr[:take]))
-        count += take
-        del arr
-    images = np.concatenate(parts) if parts else np.empty((0, *_IMAGE_SHAPE), np.uint8)
-    return [Sample(id=str(i), image=images[i], label=int(labels[i])) for i in range(len(images))]
+    return SampleSource(name, [str(i) for i in range(len(labels))], labels,
+                        _NpyImages(name, spec, files, root, len(labels)))
 
 
-def _load_galaxy_mnist(name: str, spec: dict, files: dict[str, _FileEntry], root: Path,
-                       *, limit: int | None) -> list[Sample]:
+def _galaxy_mnist_source(name: str, spec: dict, files: dict[str, _FileEntry], root: Path) -> SampleSource:
     import h5py
 
     fname: str = spec["file"]
@@ -544,7 +637,7 @@ def _load_galaxy_mnist(name: str, spec: dict, files: dict[str, _FileEntry], root
     except OSError as exc:
         raise BenchError(f"{fname}: expected an HDF5 file inside the gzip, found one h5py cannot "
                          f"open ({exc})") from None
-    with fh:
+    try:
         missing = [k for k in ("images", "labels") if not isinstance(fh.get(k), h5py.Dataset)]
         if missing:
             raise BenchError(f"{fname}: expected HDF5 datasets 'images' and 'labels', "
@@ -554,9 +647,14 @@ def _load_galaxy_mnist(name: str, spec: dict, files: dict[str, _FileEntry], root
         labels = _check_labels(fname, labels_ds[()], _n_classes(spec, "galaxy-mnist-hdf5-gz"))
         if images_ds.shape[0] != len(labels):
             raise _count_mismatch(fname, images_ds.shape[0], len(labels))
-        n = len(labels) if limit is None else min(limit, len(labels))
-        images = _to_uint8(fname, images_ds[:n])
-    return [Sample(id=str(i), image=images[i], label=int(labels[i])) for i in range(n)]
+    except BaseException:
+        fh.close()
+        raise
+
+    def read(index: int) -> np.ndarray:  # one image per read (an HDF5 slice); the file stays open
+        return _to_uint8(fname, images_ds[index])
+
+    return SampleSource(name, [str(i) for i in range(len(labels))], labels, read)
 
 
 def folder_listing(name: str, spec: dict, base_dir: Path | None
@@ -710,27 +808,33 @@ def fits_to_rgb8(path: Path, display: dict[str, Any], *, source: str) -> np.ndar
     return np.ascontiguousarray(np.flipud(rgb))
 
 
-def _load_folder(name: str, spec: dict, *, limit: int | None, base_dir: Path | None) -> list[Sample]:
-    from PIL import Image
-
+def _folder_source(name: str, spec: dict, *, base_dir: Path | None) -> SampleSource:
+    """The folder's images in the classes' interleaved order (first of each class, then the
+    second of each, ...), as ids (relative paths) and labels; each image decoded when asked."""
     folder, _, per_class = folder_listing(name, spec, base_dir)
     order: list[tuple[int, Path]] = []
     for rank in range(max(len(imgs) for imgs in per_class)):
         order.extend((label, imgs[rank]) for label, imgs in enumerate(per_class) if rank < len(imgs))
-    if limit is not None:
-        order = order[:limit]
-    samples = []
-    for label, path in order:
-        if path.suffix.lower() in _FITS_SUFFIXES:
-            image = fits_to_rgb8(path, spec.get("display") or {}, source=f"datasets.{name}: {path}")
-            samples.append(Sample(id=path.relative_to(folder).as_posix(), image=image, label=label))
-            continue
-        try:
-            with Image.open(path) as im:
-                im.load()
-                image = pil_to_rgb8(im, source=f"datasets.{name}: {path}")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise BenchError(f"datasets.{name}: {path}: expected a PNG or JPEG image, found one "
-                             f"Pillow cannot read ({exc})") from None
-        samples.append(Sample(id=path.relative_to(folder).as_posix(), image=image, label=label))
-    return samples
+    paths = [path for _, path in order]
+    display = spec.get("display") or {}
+
+    def read(index: int) -> np.ndarray:
+        return read_folder_image(name, paths[index], display)
+
+    return SampleSource(name, [p.relative_to(folder).as_posix() for p in paths],
+                        np.array([label for label, _ in order], dtype=np.int64), read)
+
+
+def read_folder_image(name: str, path: Path, display: dict[str, Any]) -> np.ndarray:
+    """One image of a folder dataset as the uint8 HxWx3 the model sees (PNG/JPEG or FITS)."""
+    from PIL import Image
+
+    if path.suffix.lower() in _FITS_SUFFIXES:
+        return fits_to_rgb8(path, display, source=f"datasets.{name}: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return pil_to_rgb8(im, source=f"datasets.{name}: {path}")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise BenchError(f"datasets.{name}: {path}: expected a PNG or JPEG image, found one "
+                         f"Pillow cannot read ({exc})") from None

@@ -6,8 +6,8 @@ the prompt file's text, then k examples of every class (each its text part, ``ex
 Every query of a case gets the same examples.
 
 The pool: every image of the dataset that is not in the task's sample (its first ``sample_size``
-images; ``--bench-limit`` changes neither the pool nor the examples) and whose pixels (sha256)
-are not those of a sample image, so an example is never a test image, even where the data holds
+images, or its stratified sample; ``--bench-limit`` changes neither the pool nor the examples)
+and whose pixels (sha256) are not those of a sample image, so an example is never a test image, even where the data holds
 duplicates.
 
 The draw (:func:`draw_examples`) works on ids and labels only: per class, in class order, a
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.core import BenchError, DatasetUnavailable, Example, Sample
+from benchmark.core import BenchError, DatasetUnavailable, Example, LazySample
 
 _2_64 = 1 << 64
 
@@ -70,33 +70,34 @@ def draw_examples(pool_ids: Sequence[str], pool_labels: Sequence[int], *, exclud
     return [(chosen[c][r], c) for r in range(k) for c in range(n_classes)]
 
 
-def choose_examples(items: Sequence[Sample], *, sample_size: int, k: int, seed: int, classes: Sequence[str],
-                    example_text: str, where: str = "few-shot") -> tuple[Example, ...]:
-    """The examples from ``items`` (the whole dataset, in its order) whose first ``sample_size`` are
-    the sample: the pool is the rest, less any image with the pixels of a sample image."""
-    sample = items[:sample_size]
+def choose_examples(items: Sequence[Any], sample: Sequence[Any], *, k: int, seed: int,
+                    classes: Sequence[str], example_text: str, where: str = "few-shot") -> tuple[Example, ...]:
+    """The examples from ``items`` (the whole dataset, in its order; ``Sample`` or ``LazySample``)
+    given the evaluated ``sample``: the pool is the rest, less any image with the pixels of a sample
+    image (each pool image is read once to know its digest, unless the source knows it)."""
     in_sample, sample_digests = {s.id for s in sample}, {s.sha256 for s in sample}
-    pool = [s for s in items[sample_size:] if s.id not in in_sample]
+    pool = [s for s in items if s.id not in in_sample]
     duplicates = {s.id for s in pool if s.sha256 in sample_digests}
     chosen = draw_examples([s.id for s in pool], [s.label for s in pool], exclude=duplicates, k=k,
                            n_classes=len(classes), seed=seed,
-                           where=f"{where} ({len(items)} images, the first {sample_size} are the sample, "
+                           where=f"{where} ({len(items)} images, {len(in_sample)} of them the sample, "
                                  f"{len(duplicates)} more left out as copies of sample images)")
     by_id = {s.id: s for s in pool}
     return tuple(Example(sid, label, by_id[sid].image, example_text.format(label=label, name=classes[label]),
                          by_id[sid].sha256) for sid, label in chosen)
 
 
-def load_items(name: str, spec: dict[str, Any], *, base_dir: Path | None, variant: str) -> list[Sample]:
-    """Every item of the dataset, in its order: the one place few-shot reads data (a frozen
-    sample holds only the sample, so the dataset itself is needed, also to replay)."""
-    from benchmark.datasets import folder_path, load_dataset
+def load_items(name: str, spec: dict[str, Any], *, base_dir: Path | None, variant: str) -> list[LazySample]:
+    """Every item of the dataset, in its order, its image read when asked: the one place few-shot
+    reads data (a frozen sample holds only the sample, so the dataset itself is needed, also to replay)."""
+    from benchmark.datasets import folder_path, open_dataset
 
     why = (f"prompt variant {variant!r} draws its few-shot examples from the images of dataset {name!r} "
            "beyond the sample (a frozen sample holds only the sample), so it needs the dataset itself")
     if spec.get("format") == "folder" and not folder_path(spec, base_dir).is_dir():
         raise DatasetUnavailable(f"{why}; expected its image folder at {folder_path(spec, base_dir)}, found nothing")
     try:
-        return load_dataset(name, spec, limit=None, base_dir=base_dir)
+        source = open_dataset(name, spec, base_dir=base_dir)
+        return [source.sample(i) for i in range(len(source))]
     except DatasetUnavailable as exc:
         raise DatasetUnavailable(f"{why}: {exc}") from None

@@ -2,40 +2,48 @@
 under ``fixtures/samples/``, so replay in CI needs no dataset download.
 
 ``python -m benchmark freeze lsbg morphology`` writes them from the real
-datasets. Layout (format ``astrobench-frozen-sample/2``): arrays ``images``
-(uint8 N x H x W x 3), ``labels``, ``ids``, ``digests`` (per-image sha256) and
-``meta`` (JSON). ``meta`` records the dataset, its source (format and file
-checksums, or folder path and classes), ``samples_sha256`` over every
-(id, label, image sha256), and for folder datasets the folder's manifest
-(:func:`benchmark.datasets.folder_manifest`: class list and every image's
-path, class and file sha256).
+datasets. Layout (format ``astrobench-frozen-sample/3``): arrays ``images``
+(uint8 N x H x W x 3, in sample order), ``labels``, ``ids``, ``digests``
+(per-image sha256) and ``meta`` (JSON). ``meta`` records the dataset, its source
+(format and file checksums, or folder path and classes), ``samples_sha256`` over
+every (id, label, image sha256), the ``selection`` the sample was drawn by
+(:mod:`benchmark.sampling`: rule, size, seed), and for folder datasets the
+folder's manifest (:func:`benchmark.datasets.folder_manifest`: class list and
+every image's path, class and file sha256). Format ``/2`` (no ``selection``) is
+read as the first ``count`` images.
 
 Loading checks, in order: format, dataset, source, the samples digest over all
 ids/labels/image digests, the folder manifest (when the folder exists; a frozen
 sample of a folder that is gone is the only copy and is used on its own
-digests), then the sha256 of each returned image. Only the first ``count``
-images are decompressed (the images member is streamed, not loaded whole).
+digests), then the sha256 of each image as it is read. A replay reads no image
+at all (the digests are all it needs); images are decompressed in order, one at
+a time, when a request needs them (the images member is streamed, never loaded
+whole).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
+import threading
 import zipfile
 import zlib
+from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmark.core import BenchError, Sample, write_atomic
+from benchmark.core import BenchError, LazySample, Sample, atomic_writer, image_digest
+from benchmark.sampling import Selection
 
 if TYPE_CHECKING:
-    from benchmark.datasets import FolderManifest
+    from benchmark.datasets import FolderManifest, SampleSource
 
-FORMAT = "astrobench-frozen-sample/2"
+FORMAT = "astrobench-frozen-sample/3"
+_OLDER_FORMAT = "astrobench-frozen-sample/2"  # the same without ``selection``: the first ``count`` images
 FIXTURES_ENV = "ASTROBENCH_FIXTURES_DIR"
 DEFAULT_DIR = Path("fixtures") / "samples"  # relative to the project (pytest's rootdir, or the current folder)
 _REFREEZE = "re-freeze it (python -m benchmark freeze TASK) or delete it"
@@ -72,18 +80,18 @@ def _manifest(dataset: str, spec: dict[str, Any], base_dir: Path | None, *,
     return folder_manifest(dataset, spec, base_dir=base_dir, required=required)
 
 
-def write_frozen(path: Path, samples: list[Sample], *, dataset: str, spec: dict[str, Any],
-                 base_dir: Path | None = None) -> Path:
-    """Write ``samples`` atomically as a compressed .npz.
+def write_frozen(path: Path, samples: Sequence[Sample | LazySample], *, dataset: str, spec: dict[str, Any],
+                 base_dir: Path | None = None, selection: Selection | None = None) -> Path:
+    """Write ``samples`` atomically as a compressed .npz, one image at a time (a whole
+    dataset of :class:`LazySample` freezes in flat memory).
 
-    ``base_dir`` resolves a folder dataset's relative ``path`` (as in ``load_dataset``);
-    a folder dataset's folder must exist and the samples must agree with its labels.
+    ``selection`` is the rule the samples were drawn by (default: the first
+    ``len(samples)`` images). ``base_dir`` resolves a folder dataset's relative ``path``
+    (as in ``load_dataset``); a folder dataset's folder must exist and the samples must
+    agree with its labels.
     """
     if not samples:
         raise BenchError(f"nothing to freeze for dataset {dataset!r}: the sample is empty")
-    shapes = {s.image.shape for s in samples}
-    if len(shapes) != 1:
-        raise BenchError(f"expected images of one shape to freeze, found {sorted(shapes)}")
     manifest = _manifest(dataset, spec, base_dir, required=True)
     if manifest is not None:
         for s in samples:
@@ -93,25 +101,54 @@ def write_frozen(path: Path, samples: list[Sample], *, dataset: str, spec: dict[
                 raise BenchError(f"dataset {dataset!r}: expected sample {s.id} with label {s.label} "
                                  f"to match the folder {manifest.folder}, found {found} there; "
                                  f"load the sample again before freezing")
+    selection = selection or Selection("first", len(samples))
     ids = np.array([s.id for s in samples])
     labels = np.array([s.label for s in samples], dtype=np.int64)
-    digests = np.array([s.sha256 for s in samples])
-    meta = {"format": FORMAT, "dataset": dataset, "source": source_id(spec), "count": len(samples),
-            "samples_sha256": samples_digest(ids, labels, digests),
-            "folder_manifest": manifest.digest if manifest is not None else None}
-    buf = io.BytesIO()
-    np.savez_compressed(buf, images=np.stack([s.image for s in samples]).astype(np.uint8),
-                        labels=labels, ids=ids, digests=digests, meta=np.array(json.dumps(meta)))
-    write_atomic(path, buf.getvalue())
+    digests: list[str] = []
+    with atomic_writer(path) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("images.npy", "w", force_zip64=True) as out:
+            shape: tuple[int, ...] | None = None
+            for s in samples:
+                image = np.ascontiguousarray(s.image, dtype=np.uint8)
+                if shape is None:
+                    shape = image.shape
+                    np.lib.format.write_array_header_1_0(out, {"descr": "|u1", "fortran_order": False,
+                                                               "shape": (len(samples), *shape)})
+                elif image.shape != shape:
+                    raise BenchError(f"expected images of one shape to freeze, found {shape} and "
+                                     f"{image.shape} (sample {s.id})")
+                out.write(image.tobytes())
+                digests.append(image_digest(image))
+        meta = {"format": FORMAT, "dataset": dataset, "source": source_id(spec), "count": len(samples),
+                "samples_sha256": samples_digest(ids, labels, digests), "selection": selection.to_json(),
+                "folder_manifest": manifest.digest if manifest is not None else None}
+        for name, arr in (("labels", labels), ("ids", ids), ("digests", np.array(digests)),
+                          ("meta", np.array(json.dumps(meta)))):
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, arr, allow_pickle=False)
     return path
 
 
 def load_frozen(path: Path, *, dataset: str, spec: dict[str, Any], count: int | None,
                 base_dir: Path | None = None) -> list[Sample] | None:
-    """The first ``count`` frozen samples (all if ``None``), verified; None if the file holds fewer.
+    """The first ``count`` frozen samples (all if ``None``) in memory, verified; None if the
+    file holds fewer. ``base_dir`` resolves a folder dataset's relative ``path`` (as in
+    ``load_dataset``). Runs read through :func:`frozen_source` instead."""
+    source = frozen_source(path, dataset=dataset, spec=spec, count=count, base_dir=base_dir)
+    if source is None:
+        return None
+    n = len(source) if count is None else count
+    return [Sample(source.ids[i], source.image(i), int(source.labels[i])) for i in range(n)]
 
-    ``base_dir`` resolves a folder dataset's relative ``path`` (as in ``load_dataset``).
-    """
+
+def frozen_source(path: Path, *, dataset: str, spec: dict[str, Any], count: int | None = None,
+                  base_dir: Path | None = None) -> SampleSource | None:
+    """The frozen sample as a :class:`~benchmark.datasets.SampleSource`: ids, labels and image
+    digests verified now (a replay needs nothing more), each image decompressed when asked
+    and checked against its digest. None if the file holds fewer than ``count`` samples.
+    Its ``selection`` is the rule the sample was drawn by."""
+    from benchmark.datasets import SampleSource
+
     try:
         with zipfile.ZipFile(path) as zf:
             meta = json.loads(str(_array(zf, "meta")))
@@ -122,24 +159,85 @@ def load_frozen(path: Path, *, dataset: str, spec: dict[str, Any], count: int | 
             n_all = _check_index(path, meta, ids, labels, digests)
             if count is not None and n_all < count:
                 return None
-            n = n_all if count is None else count
             manifest = _manifest(dataset, spec, base_dir)
             if manifest is not None and manifest.digest != meta.get("folder_manifest"):
                 raise BenchError(
                     f"frozen sample {path}: the image folder {manifest.folder} of dataset {dataset!r} "
                     f"changed since the sample was frozen: expected manifest "
                     f"sha256:{meta.get('folder_manifest')}, found sha256:{manifest.digest}; {_REFREEZE}")
-            images = _first_images(path, zf, n, n_all)
+            with zf.open("images.npy") as fh:
+                _images_header(path, fh, n_all)
+            selection = _selection(path, meta)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise BenchError(f"frozen sample {path} does not load ({exc}); {_REFREEZE}") from None
-    samples = []
-    for i in range(n):
-        sample = Sample(str(ids[i]), images[i], int(labels[i]))
-        if sample.sha256 != str(digests[i]):
-            raise BenchError(f"frozen sample {path}: image {ids[i]} has sha256 {sample.sha256}, "
-                             f"expected {digests[i]}; the file is corrupt: {_REFREEZE}")
-        samples.append(sample)
-    return samples
+    ids_list = [str(i) for i in ids]
+    return SampleSource(dataset, ids_list, labels.astype(np.int64), _ZipImages(path, n_all, ids_list, digests),
+                        digests=[str(d) for d in digests], selection=selection)
+
+
+def _selection(path: Path, meta: dict[str, Any]) -> Selection:
+    """The sampling rule in ``meta``; a sample of the older format holds the first ``count``."""
+    if meta["format"] == _OLDER_FORMAT:
+        return Selection("first", int(meta["count"]))
+    return Selection.from_json(meta.get("selection"))
+
+
+class _ZipImages:
+    """Reads images of a frozen sample's ``images`` member in order, decompressing as it goes
+    (deflate has no random access). The last ``WINDOW`` images read are kept, so requests
+    answered out of order by concurrent workers do not restart the stream; an earlier
+    image than that restarts it."""
+
+    WINDOW = 64
+
+    def __init__(self, path: Path, n_all: int, ids: list[str], digests: np.ndarray) -> None:
+        self.path, self.n_all, self.ids, self.digests = path, n_all, ids, digests
+        self._lock = threading.Lock()
+        self._zf: zipfile.ZipFile | None = None
+        self._fh: IO[bytes] | None = None
+        self._pos = 0
+        self._shape: tuple[int, ...] = ()
+        self._recent: OrderedDict[int, bytes] = OrderedDict()
+
+    def _restart(self) -> None:
+        if self._zf is not None:
+            self._zf.close()
+        self._zf = zipfile.ZipFile(self.path)
+        self._fh = self._zf.open("images.npy")
+        self._shape = _images_header(self.path, self._fh, self.n_all)
+        self._pos = 0
+
+    def _raw(self, index: int) -> bytes:
+        with self._lock:
+            data = self._recent.get(index)
+            if data is not None:
+                return data
+            if self._fh is None or index < self._pos:
+                self._restart()
+            assert self._fh is not None
+            size = int(np.prod(self._shape[1:]))
+            while self._pos <= index:
+                data = self._fh.read(size)
+                if len(data) != size:
+                    raise BenchError(f"frozen sample {self.path}: expected {size} bytes for image "
+                                     f"{self._pos}, found {len(data)}; {_REFREEZE}")
+                self._recent[self._pos] = data
+                if len(self._recent) > self.WINDOW:
+                    self._recent.popitem(last=False)
+                self._pos += 1
+            return data
+
+    def __call__(self, index: int) -> np.ndarray:
+        try:
+            data = self._raw(index)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise BenchError(f"frozen sample {self.path} does not load ({exc}); {_REFREEZE}") from None
+        image = np.frombuffer(data, dtype=np.uint8).reshape(self._shape[1:]).copy()
+        digest = image_digest(image)
+        if digest != str(self.digests[index]):
+            raise BenchError(f"frozen sample {self.path}: image {self.ids[index]} has sha256 {digest}, "
+                             f"expected {self.digests[index]}; the file is corrupt: {_REFREEZE}")
+        return image
 
 
 def _array(zf: zipfile.ZipFile, name: str) -> np.ndarray:
@@ -148,7 +246,7 @@ def _array(zf: zipfile.ZipFile, name: str) -> np.ndarray:
 
 
 def _check_meta(path: Path, meta: dict[str, Any], dataset: str, spec: dict[str, Any]) -> None:
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in (FORMAT, _OLDER_FORMAT):
         old = str(meta.get("format", "")).startswith(FORMAT.rsplit("/", 1)[0] + "/")
         why = " (an older layout without a digest of its labels)" if old else ""
         raise BenchError(f"frozen sample {path}: expected format {FORMAT!r}, found "
@@ -180,19 +278,13 @@ def _check_index(path: Path, meta: dict[str, Any], ids: np.ndarray, labels: np.n
     return int(n)
 
 
-def _first_images(path: Path, zf: zipfile.ZipFile, n: int, n_all: int) -> np.ndarray:
-    """Decompress only the first ``n`` images of the ``images`` member."""
-    with zf.open("images.npy") as fh:
-        shape, dtype = _npy_header(fh)
-        if len(shape) != 4 or shape[0] != n_all or shape[3] != 3 or dtype != np.uint8:
-            raise BenchError(f"frozen sample {path}: expected uint8 images of shape ({n_all}, H, W, 3), "
-                             f"found {dtype} {shape}; {_REFREEZE}")
-        size = n * shape[1] * shape[2] * 3
-        data = fh.read(size)
-    if len(data) != size:
-        raise BenchError(f"frozen sample {path}: expected {size} bytes for {n} images, found "
-                         f"{len(data)}; {_REFREEZE}")
-    return np.frombuffer(data, dtype=np.uint8).reshape(n, *shape[1:]).copy()
+def _images_header(path: Path, fh: IO[bytes], n_all: int) -> tuple[int, ...]:
+    """Check the ``images`` member's header (uint8, ``n_all`` x H x W x 3); return its shape."""
+    shape, dtype = _npy_header(fh)
+    if len(shape) != 4 or shape[0] != n_all or shape[3] != 3 or dtype != np.uint8:
+        raise BenchError(f"frozen sample {path}: expected uint8 images of shape ({n_all}, H, W, 3), "
+                         f"found {dtype} {shape}; {_REFREEZE}")
+    return shape
 
 
 def _npy_header(fh: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:

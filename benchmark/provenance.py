@@ -99,6 +99,10 @@ def collect(bench: BenchSession, *, plugin_config: Any = None) -> dict[str, Any]
     out["datasets"] = {name: dataset_info(name, config.datasets.get(name, {}), Path(bench.frozen_dir))
                        for name in datasets}
     out["cases"] = {r.case_id: case_info(r) for r in results}
+    for r in results:  # the sampling rule behind each case's sample_sha256
+        task = config.tasks.get(r.task)
+        if task is not None:
+            out["cases"][r.case_id]["sample"] = config.base_task(task).selection.to_json()
     if plugin_config is not None:
         out["invocation"] = invocation(plugin_config, scrub=getattr(bench, "scrub", None))
     return out
@@ -304,6 +308,16 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+def _rule(sample: Any) -> str:
+    """A case's sampling rule in words (``first 500``, ``stratified all (seed 7)``)."""
+    from benchmark.sampling import Selection
+
+    try:
+        return Selection.from_json(sample).describe()
+    except (ValueError, TypeError):
+        return str(sample)
+
+
 def _change(what: str, old: Any, new: Any) -> str:
     return f"{what}: {_short(old)} -> {_short(new)}"
 
@@ -370,6 +384,8 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
         ea, eb = ([e.get("id") for e in (x.get("shots") or {}).get("examples") or []] for x in (a, b))
         if ea != eb:
             hard.append(_change(f"case {case}: few-shot examples", ea, eb))
+        if a.get("sample") and b.get("sample") and a["sample"] != b["sample"]:  # older runs have none
+            hard.append(_change(f"case {case}: sample", _rule(a["sample"]), _rule(b["sample"])))
 
     if old.get("limit") != new.get("limit"):
         hard.append(_change("--bench-limit", old.get("limit"), new.get("limit")))

@@ -276,6 +276,17 @@ FORMATS = ("lsbg-npy", "galaxy-mnist-hdf5-gz", "folder")
 # --------------------------------------------------------------------- tasks
 
 
+def _sample_size(value: Any) -> Any:
+    if value is None or value == "all" or (type(value) is int and value >= 1):
+        return value
+    raise PydanticCustomError("sample_size", 'expected a whole number >= 1 or "all"')
+
+
+SampleSize = Annotated[int | Literal["all"] | None, BeforeValidator(_sample_size), WithJsonSchema(
+    {"anyOf": [{"type": "integer", "minimum": 1},
+               {"type": "string", "const": "all", "pattern": "^all$", "description": '"all"'}]})]
+
+
 EXAMPLE_TEXT = "Example of category {label}:"  # few-shot defaults (PromptVariant)
 QUERY_TEXT = "Now classify this image. Respond with a number only."
 FEWSHOT_KEYS = frozenset({"shot_seed", "example_text", "query_text"})  # the settings that need shots >= 1
@@ -295,6 +306,11 @@ class PromptVariant(_Table):
         "the text part before each example image; {label}: its class index, {name}: its class name"))
     query_text: str = Field(QUERY_TEXT, min_length=1, description="the text part before the query image")
 
+    permute_labels: bool = Field(False, description="ask every image under each cyclic renumbering of the classes "
+                                                    "(the file is a template with marked class blocks, see "
+                                                    "cases/prompts/README.md): accuracy per shift, consistent "
+                                                    "accuracy and the digit preference")
+
     @model_validator(mode="after")
     def _fewshot(self) -> PromptVariant:
         given = sorted(FEWSHOT_KEYS & self.model_fields_set)
@@ -309,10 +325,6 @@ class PromptVariant(_Table):
             raise ValueError(f"'example_text': expected only the placeholders {{label}} and {{name}}, found "
                              f"{sorted(fields - {'label', 'name'})} in {self.example_text!r}")
         return self
-    permute_labels: bool = Field(False, description="ask every image under each cyclic renumbering of the classes "
-                                                    "(the file is a template with marked class blocks, see "
-                                                    "cases/prompts/README.md): accuracy per shift, consistent "
-                                                    "accuracy and the digit preference")
 
 
 class Task(_Table):
@@ -321,7 +333,12 @@ class Task(_Table):
     description: str = ""
     dataset: str | None = Field(None, description="a [datasets] name")
     classes: list[str] | None = Field(None, min_length=2, description="class names, index = label")
-    sample_size: int | None = Field(None, ge=1, description="the first N images of the dataset")
+    sample_size: SampleSize = Field(
+        None, description='how many images: N, or "all" (the whole dataset, also when left out)')
+    sample: Literal["first", "stratified"] = Field(
+        "first", description='which images: "first" N in the dataset\'s order (as in the paper), or '
+                             '"stratified": each class keeps its share, drawn with seed')
+    seed: int | None = Field(None, ge=0, description='the seed of sample = "stratified" (default 0)')
     prompts: list[Name] | None = Field(None, min_length=1, description='prompt variants (prompts/<task>/<variant>'
                                                                        '.txt), first = default; default ["paper"]')
     prompt_dir: str | None = Field(None, description="folder of the prompt files; default prompts/<task>")
@@ -342,16 +359,20 @@ class Task(_Table):
             if self.dataset is None:
                 raise ValueError("expected 'dataset' (a [datasets] name) or 'derived_from', found neither")
         else:
-            given = [k for k in ("dataset", "sample_size", "prompts", "variants") if getattr(self, k) is not None]
+            given = [k for k in ("dataset", "sample_size", "seed", "prompts", "variants") if getattr(self, k) is not None]
+            given += ["sample"] if "sample" in self.model_fields_set else []
             if given:
                 raise ValueError(f"a derived task takes its data and prompts from {self.derived_from!r}; "
                                  f"expected no {given}")
             if (self.merge is None) != (self.merged_classes is None):
                 raise ValueError("expected 'merge' and 'merged_classes' together")
         fewshot = sorted(n for n, v in (self.variants or {}).items() if v.shots)
-        if fewshot and self.sample_size is None:
+        if fewshot and self.sample_size in (None, "all"):
             raise ValueError(f"few-shot variants {fewshot} draw their examples from the images beyond the sample; "
                              "expected 'sample_size', found none (the sample would be the whole dataset)")
+        if self.seed is not None and self.sample != "stratified":
+            raise ValueError(f"'seed' draws a stratified sample; expected sample = \"stratified\" with it, "
+                             f"found sample = {self.sample!r}")
         need = "merged_classes" if self.merge is not None else "classes"
         if getattr(self, need) is None:
             raise ValueError(f"expected '{need}' as a list of at least 2 names, found none")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import BenchConfig, ModelConfig, TaskConfig, safe_join
-from benchmark.core import Answer, BenchError, Example, KeyUnavailable, Request, Sample
+from benchmark.core import Answer, BenchError, Example, KeyUnavailable, LazySample, Request
 from benchmark.metrics import merge_predictions, merge_probs, score
 from benchmark.parsing import explain_answer
 from benchmark.permute import check_model, permutation_stats, shifted_prompts, unshift
@@ -31,7 +31,7 @@ DEFAULT_CASSETTES = Path("cassettes")  # relative to the project (the plugin pas
 
 @dataclass
 class _Predictions:
-    samples: list[Sample]
+    samples: list[LazySample]
     answers: dict[str, Answer]
     wall_s: float
     repeats: list[dict[str, int | None]] | None = None  # per repeat: sample id -> class (``repeats`` > 1)
@@ -92,35 +92,29 @@ class BenchSession:
         self.scrub = Scrubber(os.environ.get(str(m.settings.get("api_key_env") or "OPENAI_API_KEY"))
                               for m in config.models.values() if m.provider == "openai")
         self.results: list[CaseResult] = []
-        self._samples: dict[tuple[str, int | None], list[Sample]] = {}
+        self._samples: dict[tuple[Any, ...], list[LazySample]] = {}
         self._providers: dict[str, Any] = {}
         self._predictions: dict[tuple[str, str, str], _Predictions] = {}
         self._examples: dict[tuple[str, str], tuple[Example, ...]] = {}
 
     # -- data ---------------------------------------------------------------
-    def samples(self, task: TaskConfig) -> list[Sample]:
-        """The task's sample (first ``sample_size``, cut to ``--bench-limit``).
+    def samples(self, task: TaskConfig) -> list[LazySample]:
+        """The task's sample (``sample_size`` by its ``sample`` rule, cut to ``--bench-limit``;
+        :func:`benchmark.sampling.task_sample`), computed once per session.
 
-        A frozen sample in ``fixtures/samples/<dataset>.npz`` is used when it
-        holds enough images; otherwise the dataset is loaded (and downloaded).
+        A frozen sample in ``fixtures/samples/<dataset>.npz`` is used when it holds this
+        sample; otherwise the dataset is read (and downloaded). Images stay on disk: a
+        sample's image is read when a request is sent, and only its digest is kept.
         """
-        from benchmark.datasets import load_dataset
-        from benchmark.frozen import load_frozen
+        from benchmark.sampling import task_sample
 
         assert task.dataset is not None
-        sizes = [s for s in (task.sample_size, self.limit) if s is not None]
-        count = min(sizes) if sizes else None
-        key = (task.dataset, count)
+        key = (task.dataset, task.selection, self.limit)
         if key in self._samples:
             return self._samples[key]
         spec = self.config.datasets[task.dataset]
-        frozen = self.frozen_dir / f"{task.dataset}.npz"
-        base_dir = self.config.dataset_dirs.get(task.dataset)
-        samples = (load_frozen(frozen, dataset=task.dataset, spec=spec, count=count, base_dir=base_dir)
-                   if frozen.exists() else None)
-        if samples is None:
-            samples = load_dataset(task.dataset, spec, limit=count,
-                                   base_dir=self.config.dataset_dirs.get(task.dataset))
+        samples = task_sample(task, spec, limit=self.limit, frozen=self.frozen_dir / f"{task.dataset}.npz",
+                              base_dir=self.config.dataset_dirs.get(task.dataset))
         bad = [s.label for s in samples if not 0 <= s.label < task.n_classes]
         if bad:
             raise BenchError(f"task {task.name}: dataset {task.dataset} has labels {sorted(set(bad))}"
@@ -140,15 +134,15 @@ class BenchSession:
         assert task.dataset is not None and task.sample_size is not None  # the schema requires them
         items = load_items(task.dataset, self.config.datasets[task.dataset], variant=prompt,
                            base_dir=self.config.dataset_dirs.get(task.dataset))
-        examples = choose_examples(items, sample_size=task.sample_size, k=variant.shots, seed=variant.shot_seed,
+        examples = choose_examples(items, self.samples(task), k=variant.shots, seed=variant.shot_seed,
                                    classes=task.classes, example_text=variant.example_text,
                                    where=f"task {task.name}: prompt variant {prompt!r}")
         sample = self.samples(task)
         ids, digests = {s.id for s in sample}, {s.sha256 for s in sample}
         leak = [e.id for e in examples if e.id in ids or e.image_sha256 in digests]
-        if leak:  # impossible unless the sample is not the dataset's first images
+        if leak:  # impossible by construction: a last guard before anything is sent
             raise BenchError(f"task {task.name}: prompt variant {prompt!r}: expected examples from outside the "
-                             f"sample, found {leak} in it; the sample does not match the dataset's first images")
+                             f"sample, found {leak} in it")
         self._examples[key] = examples
         return examples
 
@@ -196,7 +190,7 @@ class BenchSession:
         text = task.prompt_text(prompt)
         examples = self.examples(task, prompt)
         query = task.variant(prompt).query_text if examples else None
-        requests = [Request(s.id, text, s.image, task.n_classes, s.sha256, text=query, examples=examples)
+        requests = [Request(s.id, text, s.read, task.n_classes, s.sha256, text=query, examples=examples)
                     for s in samples]
         provider = self.provider(model)
         label = f"{task.name}/{model.name}" + ("" if is_default_prompt(task, model, prompt) else f"/{prompt}")
@@ -385,7 +379,7 @@ class BenchSession:
         how = f"extract ({model.settings['extract_with']})" if model.settings.get("extract_with") else "parser"
         return f"score + generate/{how}" if mode == "both" else how
 
-    def _prediction(self, sample: Sample, true: int, parsed: int | None, answer: Answer,
+    def _prediction(self, sample: LazySample, true: int, parsed: int | None, answer: Answer,
                     merge: list[int] | None) -> Prediction:
         """One sample's record in the results (keys in scrubbed text, merged classes applied)."""
         out: Prediction = {"sample_id": sample.id, "true": true, "raw": self.scrub(answer.raw), "parsed": parsed}

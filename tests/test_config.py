@@ -83,7 +83,7 @@ def test_env_var_names_the_user_config(tmp_path, monkeypatch):
         ('[tasks.x]\nderived_from = "morphology"\nmerge = [[0], [1]]\nmerged_classes = ["a", "b"]\n',
          r"merge must use each class of morphology \(0..3\) exactly once"),
         ('[models.m]\nprovider = "openai"\n', r"models.m: expected 'model'"),
-        ('[tasks.lsbg]\nsample_size = 0\n', r"tasks\.lsbg: expected 'sample_size' an integer >= 1, found 0"),
+        ('[tasks.lsbg]\nsample_size = 0\n', r"tasks\.lsbg: expected 'sample_size' an integer >= 1 or \"all\", found 0"),
         ('[bogus]\nx = 1\n', r"unknown top-level tables \['bogus'\]"),
         ('not toml = = 1', r"not valid TOML"),
     ],

@@ -82,7 +82,7 @@ def test_every_mistake_is_reported_at_once(tmp_path):
     lines = message.splitlines()
     assert lines[0].startswith("3 mistakes in ") and lines[0].endswith("bad.toml:")
     assert any("'temprature'" in line for line in lines) and any("'hgih'" in line for line in lines)
-    assert any("tasks.lsbg: expected 'sample_size' an integer >= 1, found 0" in line for line in lines)
+    assert any("tasks.lsbg: expected 'sample_size' an integer >= 1 or \"all\", found 0" in line for line in lines)
 
 
 def test_a_key_written_where_its_name_belongs_is_never_echoed(tmp_path):

@@ -153,7 +153,7 @@ def test_replay_needs_the_dataset_itself_not_only_the_frozen_sample(tmp_path, ke
 def test_a_class_with_too_few_images_outside_the_sample_is_a_clear_error(tmp_path, key):
     with OpenAIStub() as stub:
         raw = fewshot_world(tmp_path, stub, shots=4)
-        with pytest.raises(BenchError, match=r"task toy: prompt variant 'paper-3shot' \(20 images, the first 8 are "
+        with pytest.raises(BenchError, match=r"task toy: prompt variant 'paper-3shot' \(20 images, 8 of them "
                                              r"the sample, 3 more left out as copies of sample images\): expected at "
                                              r"least 4 images of every class outside the sample to draw 4 examples "
                                              r"per class, found class 0: 3$"):
@@ -175,18 +175,19 @@ def test_the_draw_is_pinned():
 @given(data=st.data(), n=st.integers(2, 40), n_classes=st.integers(2, 4), k=st.integers(1, 4),
        seed=st.integers(0, 2**63))
 def test_examples_are_never_sample_images_and_k_per_class(data, n, n_classes, k, seed):
-    """Random datasets with many duplicated images (pixels from 3 values), random sample sizes and seeds."""
+    """Random datasets with many duplicated images (pixels from 3 values), random samples and seeds."""
     labels = data.draw(st.lists(st.integers(0, n_classes - 1), min_size=n, max_size=n))
     pixels = data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
     items = [Sample(f"id{i}", np.full((2, 2, 3), p, np.uint8), lab) for i, (p, lab) in enumerate(zip(pixels, labels))]
-    size = data.draw(st.integers(1, n))
-    sample = items[:size]
+    chosen = data.draw(st.sets(st.integers(0, n - 1), min_size=1))  # a prefix ("first") or any subset (stratified)
+    sample = [items[i] for i in sorted(chosen)]
     ids, digests = {s.id for s in sample}, {s.sha256 for s in sample}
-    eligible = [sum(1 for s in items[size:] if s.label == c and s.sha256 not in digests) for c in range(n_classes)]
+    eligible = [sum(1 for s in items if s.id not in ids and s.label == c and s.sha256 not in digests)
+                for c in range(n_classes)]
     classes = [f"c{c}" for c in range(n_classes)]
 
     def choose():
-        return choose_examples(items, sample_size=size, k=k, seed=seed, classes=classes, example_text=EXAMPLE_TEXT)
+        return choose_examples(items, sample, k=k, seed=seed, classes=classes, example_text=EXAMPLE_TEXT)
 
     if min(eligible) < k:
         with pytest.raises(BenchError, match="expected at least"):

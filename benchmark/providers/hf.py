@@ -326,7 +326,7 @@ class TransformersProvider:
             if r.image is None:
                 raise BenchError(f"model {self.name!r}: expected an image for sample {r.sample_id!r}, "
                                  "found none (text-only requests are not supported)")
-            for image in (*(e.image for e in r.examples), r.image):  # in the order of the text's images
+            for image in (*(e.image for e in r.examples), r.load_image()):  # in the order of the text's images
                 images.append(Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="RGB"))
         # The chat template writes the BOS token itself; the paper's plain prompt relies
         # on the tokenizer adding it (as the notebook's processor call did).

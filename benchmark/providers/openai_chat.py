@@ -112,15 +112,15 @@ class OpenAIChatProvider:
     def request_body(self, request: Request, *, image_ref: bool = False) -> dict[str, Any]:
         """The chat-completions JSON; ``image_ref`` puts the image's sha256 in
         place of its data URL (the canonical form recordings are keyed by)."""
-        def image_part(image: np.ndarray, sha256: str, *, example: bool = False) -> dict[str, Any]:
+        def image_part(load: Any, sha256: str, *, example: bool = False) -> dict[str, Any]:
             if image_ref:
                 image_url: dict[str, Any] = {"sha256": sha256}
             elif example:  # the same examples precede every query of a case: encoded once
                 if sha256 not in self._example_urls:
-                    self._example_urls[sha256] = png_data_url(image)
+                    self._example_urls[sha256] = png_data_url(load())
                 image_url = {"url": self._example_urls[sha256]}
             else:
-                image_url = {"url": png_data_url(image)}
+                image_url = {"url": png_data_url(load())}
             if self.settings["detail"] is not None:
                 image_url["detail"] = self.settings["detail"]
             return {"type": "image_url", "image_url": image_url}
@@ -128,11 +128,11 @@ class OpenAIChatProvider:
         content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
         for example in request.examples:  # few-shot: each example's text, then its image
             content += [{"type": "text", "text": example.text},
-                        image_part(example.image, example.image_sha256, example=True)]
+                        image_part(lambda e=example: e.image, example.image_sha256, example=True)]
         if request.text is not None:  # extraction: the model's answer; few-shot: the query text
             content.append({"type": "text", "text": request.text})
         if request.image is not None:
-            content.append(image_part(request.image, request.image_sha256))
+            content.append(image_part(request.load_image, request.image_sha256))
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": "user", "content": content}],

@@ -49,16 +49,19 @@ def answer_requests(
     if len(counts) != len(requests):
         dupes = sorted(i for i, n in counts.items() if n > 1)[:5]
         raise BenchError(f"expected unique sample ids, found duplicates: {dupes}")
-    canon = {r.sample_id: _canonical(source, r) for r in requests}
-    keys = {sid: content_key(canonical_json(c)) for sid, c in canon.items()}
+    keys: dict[str, str] = {}
+    canon: dict[str, dict[str, Any]] = {}  # kept only for the requests to ask (a recording stores it)
     answers: dict[str, Answer] = {}
     missing: dict[str, list[Request]] = {}
     if recording is not None:
         _check_same_images(recording, requests)
     for r in requests:
-        entry = recording.get(keys[r.sample_id]) if recording is not None else None
+        request = _canonical(source, r)
+        key = keys[r.sample_id] = content_key(canonical_json(request))
+        entry = recording.get(key) if recording is not None else None
         if entry is None:
-            missing.setdefault(keys[r.sample_id], []).append(r)
+            missing.setdefault(key, []).append(r)
+            canon[r.sample_id] = request
             continue
         try:
             answer = source.from_record(r.sample_id, entry.data())

@@ -56,16 +56,15 @@ class Entry:
     line: bytes
     path: Path
     lineno: int
-    _data: dict[str, Any] | None = None
 
     def data(self) -> dict[str, Any]:
-        if self._data is None:
-            data = loads_line(self.path, self.lineno, self.line)
-            if not isinstance(data, dict):
-                raise BenchError(f"{self.path}:{self.lineno}: expected a record object, found "
-                                 f"{type(data).__name__}")
-            self._data = data
-        return self._data
+        """The record, parsed now and not kept (a replay of n answers holds their lines, not
+        n parsed records as well)."""
+        data = loads_line(self.path, self.lineno, self.line)
+        if not isinstance(data, dict):
+            raise BenchError(f"{self.path}:{self.lineno}: expected a record object, found "
+                             f"{type(data).__name__}")
+        return data
 
     def where(self) -> str:
         return f"{self.path}:{self.lineno}"

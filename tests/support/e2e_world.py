@@ -35,7 +35,7 @@ KEY = "sk-e2e-DISTINCTIVE-SECRET-42"
 
 # LSBG: 12 images in two .npy files, sample_size 10 -> the first 10 are used.
 LSBG_STYLES = [CORRECT, CORRECT, VERBOSE, BARE, CORRECT, WRONG, UNPARSEABLE, CORRECT, VERBOSE, CORRECT, WRONG, WRONG]
-# Morphology: 12 images; WRONG answers label+1, so 1->2 becomes right once 1 and 2 merge.
+# Morphology: 12 images, sample_size 12 (the built-in 500 is more than the dataset holds); WRONG answers label+1, so 1->2 becomes right once 1 and 2 merge.
 MORPH_STYLES = [CORRECT, WRONG, CORRECT, WRONG, VERBOSE, WRONG, UNPARSEABLE, CORRECT, CORRECT, BARE, WRONG, CORRECT]
 MORPH_LABELS = [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3]
 
@@ -65,6 +65,9 @@ def user_config(server: FileServer, stub: OpenAIStub, files: dict[str, bytes]) -
     return f"""
 [tasks.lsbg]
 sample_size = 10
+
+[tasks.morphology]
+sample_size = 12
 
 [datasets.lsbg]
 images = ["X_data_1.npy", "X_data_2.npy"]

@@ -131,7 +131,7 @@ class FakeLocalProvider:
         return Answer(sample_id, raw=record["answer"]["raw"])
 
     def text(self, request) -> str:
-        return answer_for(request.image)
+        return answer_for(request.load_image())
 
     def classify(self, reqs, *, on_answer=None):
         out = []
