@@ -396,10 +396,16 @@ def merge_probs(probs: Sequence[float], mapping: Sequence[int]) -> list[float]:
 
 
 def estimate_cost(usage: dict[str, int], prices: dict[str, float] | None) -> float | None:
-    """USD from token totals and ``{input_per_mtok, output_per_mtok}``; None without prices."""
+    """USD from token totals and ``{input_per_mtok, output_per_mtok}``; None without prices.
+    The tokens of answers that came through the Batch API (``batch_prompt_tokens``,
+    ``batch_completion_tokens``, part of the totals) cost ``prices["batch"]`` times as much."""
     if not prices or "input_per_mtok" not in prices or "output_per_mtok" not in prices:
         return None
     if "prompt_tokens" not in usage and "completion_tokens" not in usage:
         return None
-    return (usage.get("prompt_tokens", 0) * float(prices["input_per_mtok"])
-            + usage.get("completion_tokens", 0) * float(prices["output_per_mtok"])) / 1e6
+    factor = 1.0 if prices.get("batch") is None else float(prices["batch"])
+    cost = 0.0
+    for kind, price in (("prompt_tokens", prices["input_per_mtok"]), ("completion_tokens", prices["output_per_mtok"])):
+        batch = usage.get(f"batch_{kind}", 0)
+        cost += ((usage.get(kind, 0) - batch) + batch * factor) * float(price)
+    return cost / 1e6

@@ -76,6 +76,12 @@ class Progress:
             self._printed = self.done
             self.write(self.line(), False)
 
+    def status(self, text: str, *, news: bool = True) -> None:
+        """A line between answers (e.g. a batch being polled): on a terminal it replaces the
+        current line; elsewhere it is printed when ``news`` (more than the time changed)."""
+        if self._open and (self.tty or news):
+            self.write(f"{self.label}: {text}", self.tty)
+
     def close(self) -> None:
         if not self._open:
             return

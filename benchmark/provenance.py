@@ -42,7 +42,8 @@ NOTED_PACKAGES = ("torch", "transformers", "bitsandbytes", "accelerate", "openai
 GIT_TIMEOUT_S = 5.0
 NVIDIA_SMI_TIMEOUT_S = 5.0
 # Model settings that never change an answer (how a model is reached or paid for): left out.
-_OPERATIONAL = frozenset({"api_key_env", "concurrency", "max_retries", "timeout_s", "prices", "device_map"})
+_OPERATIONAL = frozenset({"api_key_env", "concurrency", "max_retries", "timeout_s", "prices", "device_map",
+                          "batch", "batch_poll_s", "batch_retry"})
 _CONFIG_BASIS = ("sha256 of the newline-joined sha256 (hex) of each config source file's bytes, "
                  "in merge order (the merged raw config is not kept after loading)")
 

@@ -75,7 +75,8 @@ COLUMN_HELP = {
     "refused": "answers in which the model declined to classify (an API refusal)",
     "tokens in": "prompt tokens, summed over the case",
     "tokens out": "completion tokens, summed over the case",
-    "cost USD": "tokens x models.<name>.prices (per million tokens); - without prices",
+    "cost USD": "tokens x models.<name>.prices (per million tokens; answers that came by batch x prices.batch); "
+                "- without prices",
     "wall s": "wall time to get the answers (cached answers take ~0 s)",
     "img/s": "n / wall s",
     "cached": "answers replayed from the case's recording, not asked live",

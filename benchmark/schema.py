@@ -51,6 +51,8 @@ class Prices(_Table):
 
     input_per_mtok: float | None = Field(None, ge=0, description="USD per million input tokens")
     output_per_mtok: float | None = Field(None, ge=0, description="USD per million output tokens")
+    batch: float | None = Field(None, ge=0, description="price factor of answers that came through the Batch "
+                                                        "API (OpenAI: 0.5); default 1")
 
 
 class _Model(_Table):
@@ -85,6 +87,12 @@ class OpenAIModel(_Model):
     constrain: Literal["json-schema", "guided-choice"] | None = Field(
         None, description="force a valid class: OpenAI structured outputs (a JSON schema enum of the labels) "
                           "or vLLM guided_choice; default: free text, read by the parser")
+    batch: bool = Field(False, description="ask what is not recorded through the OpenAI Batch API (files + "
+                                           "batches, answers within 24 h, at the batch price)")
+    batch_poll_s: float = Field(30.0, gt=0, description="seconds between two looks at a running batch")
+    batch_retry: Literal["live", "batch"] = Field(
+        "live", description="lines a batch did not answer (5xx, expired, missing): asked again live, or in a "
+                            "new batch (at most max_retries more batches)")
 
 
 def _str_or_table(value: Any) -> Any:

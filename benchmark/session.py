@@ -304,6 +304,8 @@ class BenchSession:
             for a in answers.values():
                 for k, v in a.usage.items():  # a derived task made no calls of its own
                     usage[k] = usage.get(k, 0) + int(v)
+                    if a.meta.get("via") == "batch":  # also counted apart: costed at the batch price
+                        usage[f"batch_{k}"] = usage.get(f"batch_{k}", 0) + int(v)
         merge = task.merge_map() if task.merge is not None else None
         predictions = [self._prediction(s, t, p, preds.answers[s.id], merge)
                        for s, t, p in zip(preds.samples, y_true, y_pred)]

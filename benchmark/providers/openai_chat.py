@@ -5,7 +5,9 @@ prompt) as a base64 PNG data URL, temperature 0 by default,
 requests run concurrently (bounded) with the official client's retries and
 exponential backoff on 429, 5xx, connection errors and timeouts. A 200
 whose body is not a chat completion is asked again (``max_retries`` times)
-and then reported as failed; a refusal is an answer of its own.
+and then reported as failed; a refusal is an answer of its own. With
+``batch = true`` the requests go through the Batch API first
+(:mod:`benchmark.providers.openai_batch`).
 """
 
 from __future__ import annotations
@@ -183,6 +185,12 @@ class OpenAIChatProvider:
             answer.meta["reason"] = f"constrained ({mode}): {text}"
         return answer
 
+    def answer_of(self, sample_id: str, completion: dict[str, Any], n_classes: int, *,
+                  latency_s: float = 0.0) -> Answer:
+        """The one way from a compact completion to an Answer: live, batch and replayed alike."""
+        answer = answer_from_completion(sample_id, completion, latency_s=latency_s)
+        return self._scored(self._constrained(answer), completion, n_classes)
+
     def wire_request(self, request: Request) -> dict[str, Any]:
         """The request body with the image as its sha256 (no PNG encoding): what vcrpy's hook
         derives from the live body."""
@@ -199,9 +207,10 @@ class OpenAIChatProvider:
         return {**body, "repeat": request.repeat} if request.repeat else body
 
     def from_record(self, sample_id: str, record: dict[str, Any]) -> Answer:
-        completion = parse_completion(record["response"])
-        n_classes = _n_classes_of(record.get("request"))
-        return self._scored(self._constrained(answer_from_completion(sample_id, completion)), completion, n_classes)
+        answer = self.answer_of(sample_id, parse_completion(record["response"]), _n_classes_of(record.get("request")))
+        if record.get("via"):  # how it came, when not live (e.g. "batch": costed at the batch price)
+            answer.meta["via"] = record["via"]
+        return answer
 
     def _scrub(self, text: str) -> str:
         return self._scrubber.text(text)
@@ -231,8 +240,8 @@ class OpenAIChatProvider:
             except MalformedResponse as exc:
                 problem = self._scrub(str(exc))
                 continue  # a failed request: asked again, never recorded
-            answer = answer_from_completion(request.sample_id, completion, latency_s=time.perf_counter() - start)
-            return self._scored(self._constrained(answer), completion, request.n_classes)
+            return self.answer_of(request.sample_id, completion, request.n_classes,
+                                  latency_s=time.perf_counter() - start)
         return Answer(request.sample_id, raw="", latency_s=time.perf_counter() - start,
                       error=f"MalformedResponse after {self.settings['max_retries'] + 1} attempts: {problem}")
 
@@ -276,6 +285,24 @@ class OpenAIChatProvider:
             raise
         pool.shutdown(wait=True)
         return answers
+
+    @property
+    def batches(self) -> bool:
+        """True: the answers not recorded are asked through the Batch API first (``batch = true``)."""
+        return bool(self.settings["batch"])
+
+    def classify_batch(self, requests: Sequence[Request], *, keys: Sequence[str], on_answer: Any,
+                       journal: Any = None, sync: Any = None, progress: Any = None,
+                       announce: Any = None) -> list[Request]:
+        """Answer ``requests`` through the Batch API (``keys``: their recording keys, the lines'
+        custom ids); hand each answer to ``on_answer(answer, payload)`` with its recorded form,
+        calling ``sync()`` (makes them durable) before a batch's ``journal`` entry goes; return the
+        requests left for live calls (see :mod:`benchmark.providers.openai_batch`)."""
+        from benchmark.providers.openai_batch import BatchJournal, BatchRunner
+
+        runner = BatchRunner(self, self._client, journal=BatchJournal(journal), progress=progress,
+                             announce=announce, sync=sync)
+        return runner.run(requests, keys, on_answer)
 
     def close(self) -> None:
         if self._client_obj is not None:

@@ -6,6 +6,11 @@ in-process model and the answer extractor. A source (a provider) gives
 ``from_record(sample_id, record)`` (the same parser as its live answers)
 and, for in-process sources, ``to_record(answer)``; HTTP sources
 (``http = True``) are recorded by vcrpy (:mod:`benchmark.recording.http`).
+A source with ``batches = True`` (an OpenAI model with ``batch = true``)
+first answers through ``classify_batch``, which hands over each answer
+with its recorded form (journaled without an fsync each: it calls ``sync``
+once per batch, before it forgets the batch) and returns the requests left
+for live calls.
 
 Recorded answers come straight from the recording's index: no image
 encoding, no HTTP client. Requests with the same key (e.g. a duplicate
@@ -25,7 +30,7 @@ from typing import Any
 from benchmark.core import Answer, BenchError, Request
 from benchmark.progress import Progress
 from benchmark.recording.keys import canonical_json, content_key
-from benchmark.recording.recording import Recording
+from benchmark.recording.recording import Recording, batches_path
 
 
 def answer_requests(
@@ -91,21 +96,25 @@ def answer_requests(
     tap_keys = {rs[0].sample_id: content_key(canonical_json(wire(rs[0]))) if wire else key
                 for key, rs in missing.items()} if tap else {}
 
-    def on_answer(answer: Answer) -> None:
+    def on_answer(answer: Answer, payload: dict[str, Any] | None = None) -> None:
+        """``payload``: the recorded form, when the source has it at hand (a batch answer)."""
         nonlocal live
+        handed = payload is not None
         key = keys.get(answer.sample_id)
         group = missing.get(key) if key is not None else None
         if not group:
             raise BenchError(f"{source.name}: answered unknown sample id {answer.sample_id!r}")
         if recording is not None and answer.error is None:
-            payload = ({"response": tap.take(tap_keys[answer.sample_id])} if tap is not None
-                       else source.to_record(answer))
+            if payload is None:
+                payload = ({"response": tap.take(tap_keys[answer.sample_id])} if tap is not None
+                           else source.to_record(answer))
             if payload.get("response", payload.get("answer")) is None:
                 unrecorded.append(answer.sample_id)
             else:
                 first = group[0]
                 recording.put(key, sample=first.sample_id, img=first.image_sha256,
-                              request=canon[first.sample_id], payload=payload)
+                              request=canon[first.sample_id], payload=payload,
+                              sync=not handed)  # a handed-over answer is synced by its source
         for r in group:
             answers[r.sample_id] = answer if r.sample_id == answer.sample_id else replace(
                 answer, sample_id=r.sample_id, meta=dict(answer.meta))
@@ -113,9 +122,17 @@ def answer_requests(
         if progress is not None:
             progress.advance(len(group))
 
+    asks = [rs[0] for rs in missing.values()]
     try:
-        with tap if tap is not None else nullcontext():
-            source.classify([rs[0] for rs in missing.values()], on_answer=on_answer)
+        if getattr(source, "batches", False):
+            asks = source.classify_batch(
+                asks, keys=[keys[r.sample_id] for r in asks], on_answer=on_answer, progress=progress,
+                journal=batches_path(recording.path) if recording is not None else None,
+                sync=recording.sync if recording is not None else None,
+                announce=recording.announce if recording is not None else None)
+        if asks:
+            with tap if tap is not None else nullcontext():
+                source.classify(asks, on_answer=on_answer)
     finally:
         if progress is not None:
             progress.close()
@@ -152,6 +169,9 @@ def _missing_error(recording: Recording, missing: list[Request]) -> BenchError:
     ids = ", ".join(r.sample_id for r in missing[:10]) + (", ..." if len(missing) > 10 else "")
     state = "has no recording" if not recording.path.exists() else "has no recorded answer"
     why = "" if recording.mode == "none" else " (the recording is complete, so 'once' only replays)"
+    if batches_path(recording.path).exists():
+        why += (f" (batches submitted for them are pending in {batches_path(recording.path)}; the command "
+                "below collects them)")
     return BenchError(
         f"{recording.path} {state} for {len(missing)} of the requested samples (sample ids: {ids}) in "
         f"record mode {recording.mode!r}{why}; record them with:\n  "

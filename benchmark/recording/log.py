@@ -178,9 +178,15 @@ class Appender:
         if new:
             self.append(dumps(header).encode())
 
-    def append(self, line: bytes) -> None:
+    def append(self, line: bytes, *, sync: bool = True) -> None:
+        """``sync=False``: written but not yet durable; :meth:`sync` makes it so (for answers that
+        can be had again until then, e.g. a batch's output)."""
         self._fh.write(line + b"\n")
         self._fh.flush()
+        if sync:
+            os.fsync(self._fh.fileno())
+
+    def sync(self) -> None:
         os.fsync(self._fh.fileno())
 
     def close(self) -> None:

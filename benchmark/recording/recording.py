@@ -10,6 +10,9 @@ Files, for a recording ``X.jsonl``:
   it into ``X.jsonl``; only a killed process leaves it behind.
 * ``X.jsonl.lock``: held by the one process recording ``X``; a second
   recorder waits for it, then replays what the first one recorded.
+* ``X.jsonl.batches``: the OpenAI batches submitted for ``X`` and not yet
+  collected (``benchmark.providers.openai_batch``), so a killed run
+  resumes them instead of paying twice.
 
 Record modes (pytest-recording's ``--record-mode``) are applied here and
 only here: ``none`` replays only; ``once`` records what is missing until
@@ -48,6 +51,10 @@ def journal_path(path: Path) -> Path:
 
 def lock_path(path: Path) -> Path:
     return Path(f"{path}.lock")
+
+
+def batches_path(path: Path) -> Path:
+    return Path(f"{path}.batches")
 
 
 class RecordingWriteError(BenchError):
@@ -198,8 +205,10 @@ class Recording:
         return self._journal_prompts.get(digest) or self.committed.prompts.get(digest)
 
     # -- writing ------------------------------------------------------------------
-    def put(self, key: str, *, sample: str, img: str, request: dict[str, Any], payload: dict[str, Any]) -> None:
-        """Journal one answer durably (``payload``: ``{"response": ...}`` or ``{"answer": ...}``)."""
+    def put(self, key: str, *, sample: str, img: str, request: dict[str, Any], payload: dict[str, Any],
+            sync: bool = True) -> None:
+        """Journal one answer durably (``payload``: ``{"response": ...}`` or ``{"answer": ...}``);
+        ``sync=False``: durable at the next :meth:`sync` (an answer its source can give again until then)."""
         if not self.records:
             raise BenchError("internal: put() on a replay-only recording")
         prompts: dict[str, str] = {}
@@ -213,7 +222,10 @@ class Recording:
                 if d not in self._journal_prompts:
                     self._appender.append(prompt_line(d, text))
                     self._journal_prompts[d] = text
-            self._appender.append(line)
+            if sync:
+                self._appender.append(line)
+            else:
+                self._appender.append(line, sync=False)
         except OSError as exc:
             raise RecordingWriteError(
                 f"writing an answer to {journal_path(self.path)} failed ({exc}); stopped asking. "
@@ -221,6 +233,17 @@ class Recording:
                 f"asked again by the next run:\n  {self._hint(self.mode)}") from None
         self.journaled[key] = Entry(key, sample, img, line, journal_path(self.path), 0)
         self.added += 1
+
+    def sync(self) -> None:
+        """Make every answer put so far durable (see ``put(sync=False)``)."""
+        if self._appender is None:
+            return
+        try:
+            self._appender.sync()
+        except OSError as exc:
+            raise RecordingWriteError(f"writing answers to {journal_path(self.path)} failed ({exc}); stopped. "
+                                      f"Rerun to ask again for what was not written:\n  {self._hint(self.mode)}"
+                                      ) from None
 
     def finish(self, *, complete: bool) -> None:
         """The run got every answer it asked for; ``complete``: that was the whole sample."""

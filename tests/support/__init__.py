@@ -1,6 +1,7 @@
 """Support code of the tests (no tests here): loopback stand-ins and builders.
 
 - ``openai_stub``: a loopback OpenAI chat-completions server answering from the image it receives.
+- ``batch_server``: the same server with the OpenAI Files and Batches endpoints, scripted per batch.
 - ``file_server``: a loopback file server and builders of the datasets' real file formats.
 - ``tiny_llava``: a tiny, randomly initialised LLaVA-NeXT (+ processor) built offline.
 - ``folder_task``: a two-class folder task answered by the OpenAI stand-in (images, requests, config,
