@@ -52,6 +52,7 @@ class CaseResult:
     served_model: str = ""  # the model id(s) the API said it served (response.model), comma-joined
     method: str = ""  # how answers became classes, e.g. "parser", "extract (gpt-4o)", "score"
     repeats: dict[str, Any] | None = None  # ``repeats`` > 1: n, accuracies, mean, sd, majority_accuracy
+    traffic: dict[str, Any] | None = None  # live HTTP requests: 429s, effective concurrency, replicas (None: none)
 
     @property
     def passed(self) -> bool | None:
@@ -87,6 +88,7 @@ class CaseResult:
             "served_model": self.served_model,
             "method": self.method,
             "repeats": self.repeats,
+            "traffic": self.traffic,
             "metrics": self.scores.to_json(),
             "predictions": self.predictions,
         }
@@ -108,4 +110,5 @@ class CaseResult:
             served_model=str(data.get("served_model") or ""),
             method=str(data.get("method") or ""),
             repeats=data.get("repeats"),
+            traffic=data.get("traffic"),
         )

@@ -34,6 +34,7 @@ class _Predictions:
     answers: dict[str, Answer]
     wall_s: float
     repeats: list[dict[str, int | None]] | None = None  # per repeat: sample id -> class (``repeats`` > 1)
+    traffic: dict[str, Any] | None = None  # what the live requests met (provider.take_traffic)
 
 
 def majority_vote(rounds: list[dict[str, Answer]]) -> dict[str, Answer]:
@@ -174,6 +175,8 @@ class BenchSession:
         recording = (nullcontext(None) if self.record_mode is None else
                      Recording(self.recording_path(task, model, prompt), mode=self.record_mode,
                                scrub=self.scrub, resolve_hint=command))
+        take_traffic = getattr(provider, "take_traffic", lambda: None)
+        take_traffic()  # counts start with this case
         start = time.perf_counter()
         n_repeats = int(model.settings.get("repeats", 1))
         rounds: list[dict[str, Answer]] = []
@@ -191,12 +194,13 @@ class BenchSession:
             if rec is not None:
                 rec.finish(complete=self._whole_sample(task))
         wall = time.perf_counter() - start
+        traffic = take_traffic()
         for answers in rounds:
             for a in answers.values():
                 self._read_class(a, task.n_classes)
         answers = rounds[0] if n_repeats == 1 else majority_vote(rounds)
         repeats = None if n_repeats == 1 else [{s.id: rd[s.id].label for s in samples} for rd in rounds]
-        self._predictions[key] = _Predictions(samples, answers, wall, repeats)
+        self._predictions[key] = _Predictions(samples, answers, wall, repeats, traffic)
         return self._predictions[key]
 
     def _answers_of(self, ask: Any, task: TaskConfig, model: ModelConfig, provider: Any,
@@ -297,6 +301,7 @@ class BenchSession:
                                            if a.meta.get("served_model")})),
             method=self._method(case.model),
             repeats=self._repeat_stats(preds, task, y_true) if preds.repeats else None,
+            traffic=preds.traffic if task.derived_from is None else None,
         )
         self.results.append(result)
         return result
