@@ -321,7 +321,12 @@ def _check_names_and_urls(raw: dict[str, Any]) -> None:
                     if isinstance(variant, str):
                         check_name(f"{table}.{name}.prompts: prompt variant", variant)
             if table == "models" and spec.get("provider", "openai") == "openai" and "base_url" in spec:
-                _check_base_url(name, spec["base_url"], spec.get("api_key_env", _OPENAI_KEY_ENV))
+                urls = spec["base_url"]  # one URL, or a list of replicas
+                _expect(urls != [], f"models.{name}: expected 'base_url' as an http:// or https:// URL or a "
+                                    "non-empty list of them, found []")
+                for i, url in enumerate(urls if isinstance(urls, list) else [urls]):
+                    _check_base_url(name, url, spec.get("api_key_env", _OPENAI_KEY_ENV),
+                                    key=f"base_url[{i}]" if isinstance(urls, list) else "base_url")
 
 
 def _task(name: str, spec: schema.Task, bench: schema.BenchFile, prompt_dirs: tuple[Path, ...]) -> TaskConfig:
@@ -455,9 +460,9 @@ def check_prompt(task: TaskConfig, variant: str) -> None:
     check_prompt_file(task, variant, text, path)
 
 
-def _check_base_url(name: str, url: Any, key_env: Any) -> None:
+def _check_base_url(name: str, url: Any, key_env: Any, *, key: str = "base_url") -> None:
     """http(s) only, and nothing a recording cannot match or a log would leak."""
-    where = f"models.{name}: expected 'base_url'"
+    where = f"models.{name}: expected '{key}'"
     _expect(isinstance(url, str), f"{where} as an http:// or https:// URL, found {url!r}")
     shown = redact_url(url)
     try:

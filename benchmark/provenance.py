@@ -42,8 +42,8 @@ NOTED_PACKAGES = ("torch", "transformers", "bitsandbytes", "accelerate", "openai
 GIT_TIMEOUT_S = 5.0
 NVIDIA_SMI_TIMEOUT_S = 5.0
 # Model settings that never change an answer (how a model is reached or paid for): left out.
-_OPERATIONAL = frozenset({"api_key_env", "concurrency", "max_retries", "timeout_s", "prices", "device_map",
-                          "batch", "batch_poll_s", "batch_retry"})
+_OPERATIONAL = frozenset({"api_key_env", "concurrency", "min_concurrency", "max_retries", "rate_limit_retries",
+                          "timeout_s", "prices", "device_map", "batch", "batch_poll_s", "batch_retry"})
 _CONFIG_BASIS = ("sha256 of the newline-joined sha256 (hex) of each config source file's bytes, "
                  "in merge order (the merged raw config is not kept after loading)")
 
@@ -231,7 +231,8 @@ def model_info(model: Any) -> dict[str, Any]:
     if "base_url" in settings:
         from benchmark.config import redact_url
 
-        settings["base_url"] = redact_url(str(settings["base_url"]))
+        url = settings["base_url"]  # one URL, or a list of replicas
+        settings["base_url"] = [redact_url(str(u)) for u in url] if isinstance(url, list) else redact_url(str(url))
     return {"provider": model.provider, "model": model.model, "quantization": quantization,
             "revision": s.get("revision"), "settings": _jsonable(settings)}
 

@@ -235,8 +235,8 @@ class Report:
         return self._pairs
 
     def _case_extras(self, r: CaseResult) -> list[str]:
-        """Lines beyond the scores: repeats and calibration, when the case has them."""
-        out = []
+        """Lines beyond the scores: repeats, calibration and live traffic, when the case has them."""
+        out = _traffic_lines(r.traffic)
         if r.repeats:
             rp = r.repeats
             out.append(f"repeats: {rp['n']}, accuracy mean {rp['mean']:.3f} +- {rp['sd']:.3f} (sd), "
@@ -631,6 +631,8 @@ def _shot_rows(r: CaseResult) -> list[list[str]]:
     names = r.classes
     label = (lambda k: f"{k}: {names[k]}") if r.derived_from is None else str  # merged names don't apply
     return [[str(e["id"]), label(int(e["label"]))] for e in (r.shots or {}).get("examples", [])]
+
+
 def permutation_rows(results: Sequence[CaseResult]) -> list[list[str]]:
     """One row per case run with permute_labels (:data:`PERMUTATION_HEADERS`)."""
     return [[r.case_id, str(p["shifts"]), " / ".join(f"{a:.3f}" for a in p["accuracies"]), _f(p["mean_accuracy"]),
@@ -644,6 +646,21 @@ def shift_rows(p: dict[str, Any]) -> list[list[str]]:
     return [*([str(s), " ".join(f"{k}->{(k + s) % n}" for k in range(n)), _f(a)]
               for s, a in enumerate(p["accuracies"])),
             ["every shift", "consistent (right under every shift)", _f(p["consistent_accuracy"])]]
+
+
+def _traffic_lines(t: dict[str, Any] | None) -> list[str]:
+    """What a case's live requests met (none when every answer was replayed)."""
+    if not t:
+        return []
+    eff = "-" if t.get("mean_in_flight") is None else f"{t['mean_in_flight']:.2f}"
+    out = [f"traffic: {t['requests']} requests sent, {t['rate_limited']} rate limited (429), "
+           f"{t['failed_attempts']} failed (5xx, connection, malformed); effective concurrency {eff} (mean in flight over {t['live_s']:.1f} s); limit "
+           f"{t['limit_start']} -> lowest {t['limit_min']} -> {t['limit_end']} at the end "
+           f"(range {t['min_concurrency']}-{t['concurrency']})"]
+    if t.get("replicas"):
+        out.append("replicas: " + "; ".join(f"{x['url']} {x['answers']} answers, {x['failures']} failures"
+                                            for x in t["replicas"]))
+    return out
 
 
 def _per_class_rows(r: CaseResult) -> list[list[str]]:

@@ -55,6 +55,7 @@ class CaseResult:
     repeats: dict[str, Any] | None = None  # ``repeats`` > 1: n, accuracies, mean, sd, majority_accuracy
     shots: dict[str, Any] | None = None  # few-shot: k, seed and the examples sent ([{id, label}], in order)
     permutation: dict[str, Any] | None = None  # permute_labels: benchmark.permute.permutation_stats
+    traffic: dict[str, Any] | None = None  # live HTTP requests: 429s, effective concurrency, replicas (None: none)
 
     @property
     def passed(self) -> bool | None:
@@ -92,6 +93,7 @@ class CaseResult:
             "repeats": self.repeats,
             "shots": self.shots,
             "permutation": self.permutation,
+            "traffic": self.traffic,
             "metrics": self.scores.to_json(),
             "predictions": self.predictions,
         }
@@ -115,4 +117,5 @@ class CaseResult:
             repeats=data.get("repeats"),
             shots=data.get("shots"),
             permutation=data.get("permutation"),
+            traffic=data.get("traffic"),
         )

@@ -64,18 +64,30 @@ class _Model(_Table):
                                               "mean +- sd of accuracy and the majority-vote accuracy")
 
 
+_Url = Annotated[str, Field(pattern=r"^[hH][tT][tT][pP][sS]?://", description="an http:// or https:// URL")]
+
+
 class OpenAIModel(_Model):
     """An OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, ...)."""
 
     provider: Literal["openai"] = "openai"
-    base_url: str | None = Field(None, pattern=r"^[hH][tT][tT][pP][sS]?://",
-                                 description="an http:// or https:// URL; default: the openai client's")
+    base_url: _Url | Annotated[list[_Url], Field(min_length=1)] | None = Field(
+        None, description="an http:// or https:// URL, or a list of them: data-parallel replicas of one "
+                          "model (e.g. vLLM servers), requests balanced, a failing one left out for a while; "
+                          "default: the openai client's")
     api_key_env: str = Field("OPENAI_API_KEY", pattern=_ENV_NAME,
                              description="the NAME of the environment variable that holds the key")
     temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature")
     max_tokens: int | None = Field(None, ge=1, description="answer length limit; default: the server's")
-    concurrency: int = Field(8, ge=1, description="requests in flight at once")
-    max_retries: int = Field(6, ge=0, description="retries on 429, 5xx, timeouts and malformed answers")
+    concurrency: int = Field(8, ge=1, description="requests in flight at once, at most (the adaptive limit "
+                                                  "starts here, is halved on each 429 and grows back by one "
+                                                  "after each window of successes)")
+    min_concurrency: int = Field(1, ge=1, description="the adaptive limit's floor (min_concurrency = concurrency: "
+                                                      "a fixed limit)")
+    max_retries: int = Field(6, ge=0, description="retries on 5xx, connection errors, timeouts and malformed "
+                                                  "answers")
+    rate_limit_retries: int = Field(20, ge=0, description="retries on 429 (rate limited), each after the wait "
+                                                          "the server's Retry-After names")
     timeout_s: float = Field(60.0, gt=0, description="seconds per request")
     detail: Literal["low", "high", "auto"] | None = Field(None, description="image detail; default: the server's")
     seed: int | None = Field(None, description="sampling seed, where the server supports one")
@@ -93,6 +105,15 @@ class OpenAIModel(_Model):
     batch_retry: Literal["live", "batch"] = Field(
         "live", description="lines a batch did not answer (5xx, expired, missing): asked again live, or in a "
                             "new batch (at most max_retries more batches)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OpenAIModel:
+        if self.min_concurrency > self.concurrency:
+            raise ValueError(f"expected 'min_concurrency' <= concurrency ({self.concurrency}), "
+                             f"found {self.min_concurrency}")
+        if isinstance(self.base_url, list) and len(set(self.base_url)) != len(self.base_url):
+            raise ValueError("expected distinct URLs in 'base_url', found one listed twice")
+        return self
 
 
 def _str_or_table(value: Any) -> Any:

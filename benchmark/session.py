@@ -36,6 +36,7 @@ class _Predictions:
     wall_s: float
     repeats: list[dict[str, int | None]] | None = None  # per repeat: sample id -> class (``repeats`` > 1)
     shifts: list[dict[str, Answer]] | None = None  # per label shift (``permute_labels``), classes mapped back
+    traffic: dict[str, Any] | None = None  # what the live requests met (provider.take_traffic)
 
 
 def majority_vote(rounds: list[dict[str, Answer]]) -> dict[str, Answer]:
@@ -198,6 +199,8 @@ class BenchSession:
         recording = (nullcontext(None) if self.record_mode is None else
                      Recording(self.recording_path(task, model, prompt), mode=self.record_mode,
                                scrub=self.scrub, resolve_hint=command))
+        take_traffic = getattr(provider, "take_traffic", lambda: None)
+        take_traffic()  # counts start with this case
         start = time.perf_counter()
         n_repeats = int(model.settings.get("repeats", 1))
         shifted = shifted_prompts(task, prompt)  # permute_labels: one prompt per label shift
@@ -221,6 +224,7 @@ class BenchSession:
             if rec is not None:
                 rec.finish(complete=self._whole_sample(task))
         wall = time.perf_counter() - start
+        traffic = take_traffic()
         for shift, answers in enumerate(rounds):
             for a in answers.values():
                 self._read_class(a, task.n_classes)
@@ -229,7 +233,7 @@ class BenchSession:
         answers = rounds[0] if n_repeats == 1 or shifted is not None else majority_vote(rounds)
         repeats = None if n_repeats == 1 else [{s.id: rd[s.id].label for s in samples} for rd in rounds]
         self._predictions[key] = _Predictions(samples, answers, wall, repeats,
-                                              shifts=rounds if shifted is not None else None)
+                                              shifts=rounds if shifted is not None else None, traffic=traffic)
         return self._predictions[key]
 
     def _answers_of(self, ask: Any, task: TaskConfig, model: ModelConfig, provider: Any,
@@ -342,6 +346,7 @@ class BenchSession:
             repeats=self._repeat_stats(preds, task, y_true) if preds.repeats else None,
             shots=self._shots(base, case.prompt),
             permutation=permutation,
+            traffic=preds.traffic if task.derived_from is None else None,
         )
         self.results.append(result)
         return result

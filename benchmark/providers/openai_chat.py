@@ -1,12 +1,15 @@
 """OpenAI-compatible chat completions (GPT-4o, vLLM, Ollama, ...).
 
 One image per request (after the labelled example images of a few-shot
-prompt) as a base64 PNG data URL, temperature 0 by default,
-requests run concurrently (bounded) with the official client's retries and
-exponential backoff on 429, 5xx, connection errors and timeouts. A 200
-whose body is not a chat completion is asked again (``max_retries`` times)
-and then reported as failed; a refusal is an answer of its own. With
-``batch = true`` the requests go through the Batch API first
+prompt) as a base64 PNG data URL, temperature 0 by default; requests run
+concurrently under an adaptive limit (``benchmark.providers.throttle``:
+halved on a 429, honouring Retry-After and the rate-limit headers) and are
+spread over the ``base_url`` replicas. A 429 is asked again up to
+``rate_limit_retries`` times; 5xx, connection errors, timeouts and a 200
+whose body is not a chat completion up to ``max_retries`` times (on another
+replica when one is up, else after an exponential backoff); then the answer
+is reported as failed, never recorded. A refusal is an answer of its own.
+With ``batch = true`` the requests go through the Batch API first
 (:mod:`benchmark.providers.openai_batch`).
 """
 
@@ -18,12 +21,14 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
 
 from benchmark.providers import OnAnswer
+from benchmark.providers.throttle import FAILED, LIMITED, MAX_RETRY_AFTER_S, OK, ReplicaPool, Throttle, backoff_s
 from benchmark.core import Answer, BenchError, Request
 from benchmark.schema import OPENAI_SETTINGS, model_settings
 from benchmark.recording.completions import (MalformedResponse, answer_from_completion, class_probabilities,
@@ -56,9 +61,32 @@ def settings_from(model: Any) -> dict[str, Any]:
     return model_settings("openai", model.name, model.settings)
 
 
+def base_urls(settings: dict[str, Any]) -> list[str | None]:
+    """The replicas' URLs: ``base_url`` as a list (None: the openai client's default)."""
+    url = settings["base_url"]
+    return list(url) if isinstance(url, list) else [url]
+
+
 def missing_key_message(name: str, env: str) -> str:
     return (f"model {name!r} needs an API key for live calls: set the environment variable {env} "
             f"(named by models.{name}.api_key_env)")
+
+
+@dataclass
+class _Attempt:
+    """How one HTTP attempt ended (see ``benchmark.providers.throttle`` for the outcomes)."""
+
+    outcome: str
+    headers: Any
+    completion: dict[str, Any] | None = None
+    problem: str = ""
+    server_down: bool = False  # connection error, timeout or 5xx: the replica rests
+    malformed: bool = False
+
+
+def _total_tokens(completion: dict[str, Any] | None) -> int | None:
+    usage = (completion or {}).get("usage") or {}
+    return sum(int(usage.get(k) or 0) for k in ("prompt_tokens", "completion_tokens")) or None
 
 
 class OpenAIChatProvider:
@@ -70,27 +98,31 @@ class OpenAIChatProvider:
         self._api_key = api_key
         self._http_client = http_client
         self._scrubber = Scrubber([api_key])
-        self.malformed_backoff_s = 0.5  # first wait before asking again after a malformed 200
+        self.backoff_s = 0.5  # first wait before asking again (5xx, connection error, malformed 200)
         self.name = name
         self.model = model
         self.settings = settings
-        self._client_obj: Any = None
         self._example_urls: dict[str, str] = {}  # few-shot examples' data URLs by image sha256
+        self._throttle = Throttle(maximum=settings["concurrency"], floor=settings["min_concurrency"])
+        self._pool = ReplicaPool(base_urls(settings), self._make_client)
+
+    def _make_client(self, base_url: str | None) -> Any:
+        """An openai client for one replica. It never retries: :meth:`_one` does, so that each
+        429 reaches the throttle and a failing replica is left for another."""
+        import openai
+
+        return openai.OpenAI(
+            api_key=self._api_key or "no-key:replay-only",
+            base_url=base_url,
+            max_retries=0,
+            timeout=float(self.settings["timeout_s"]),
+            http_client=self._http_client,
+        )
 
     @property
     def _client(self) -> Any:
-        """The openai client, built on the first live call (replay never needs one)."""
-        if self._client_obj is None:
-            import openai
-
-            self._client_obj = openai.OpenAI(
-                api_key=self._api_key or "no-key:replay-only",
-                base_url=self.settings["base_url"],
-                max_retries=self.settings["max_retries"],
-                timeout=float(self.settings["timeout_s"]),
-                http_client=self._http_client,
-            )
-        return self._client_obj
+        """The first replica's openai client, built on the first live call (replay never needs one)."""
+        return self._pool.client(self._pool.replicas[0])
 
     @classmethod
     def from_config(cls, model: Any, *, bench: Any = None, api_key: str | None = None,
@@ -215,35 +247,80 @@ class OpenAIChatProvider:
     def _scrub(self, text: str) -> str:
         return self._scrubber.text(text)
 
-    def _one(self, request: Request) -> Answer:
+    def _send(self, client: Any, body: dict[str, Any], extra: dict[str, Any]) -> _Attempt:
+        """One HTTP attempt. A refused request (4xx other than 408, 409, 429) stops the run."""
         import openai
 
+        try:
+            raw = client.chat.completions.with_raw_response.create(**body, extra_body=extra or None)
+        except openai.RateLimitError as exc:
+            if exc.code == "insufficient_quota":  # no wait helps: the account is out of credit
+                raise BenchError(self._scrub(f"model {self.name!r}: the server refused the request "
+                                             f"(429 insufficient_quota): {exc.message}")) from None
+            return _Attempt(LIMITED, exc.response.headers, problem=self._problem(exc))
+        except (openai.APIConnectionError, openai.InternalServerError) as exc:  # 5xx, timeouts
+            return _Attempt(FAILED, getattr(getattr(exc, "response", None), "headers", None),
+                            problem=self._problem(exc), server_down=True)
+        except openai.APIStatusError as exc:
+            if exc.status_code in (408, 409):  # asked again, as the openai client does
+                return _Attempt(FAILED, exc.response.headers, problem=self._problem(exc))
+            raise BenchError(self._scrub(f"model {self.name!r}: the server refused the request "
+                                         f"({exc.status_code}): {exc.message}")) from None
+        try:
+            completion = parse_completion(raw.http_response.content, content_type=raw.headers.get("content-type"))
+        except MalformedResponse as exc:  # a failed request: asked again, never recorded
+            return _Attempt(FAILED, raw.headers, problem=self._scrub(str(exc)), malformed=True)
+        return _Attempt(OK, raw.headers, completion=completion)
+
+    def _problem(self, exc: Exception) -> str:
+        return self._scrub(f"{type(exc).__name__}: {exc}")
+
+    def _one(self, request: Request) -> Answer:
+        """One request's answer: asked again after a 429 (as the server's Retry-After says),
+        a 5xx or connection error (at once on another replica when one is up) or a malformed 200."""
         start = time.perf_counter()
         body = self.request_body(request)
-        problem = ""
-        for attempt in range(self.settings["max_retries"] + 1):
-            if attempt:
-                time.sleep(min(self.malformed_backoff_s * 2 ** (attempt - 1), 8.0))
+        extra = {k: body.pop(k) for k in _EXTRA_BODY if k in body}  # not the client's own parameters
+        failures = limited = 0
+        while True:
+            ticket = self._throttle.acquire()
+            replica = self._pool.pick()
+            attempt = _Attempt(FAILED, None)  # a BenchError or Ctrl-C still frees the slot
             try:
-                extra = {k: body.pop(k) for k in _EXTRA_BODY if k in body}  # not the client's own parameters
-                raw = self._client.chat.completions.with_raw_response.create(**body, extra_body=extra or None)
-            except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
-                # The client's retries are exhausted: report it, never record it.
-                return Answer(request.sample_id, raw="", error=self._scrub(f"{type(exc).__name__}: {exc}"),
-                              latency_s=time.perf_counter() - start)
-            except openai.APIStatusError as exc:  # 4xx other than 429: a setup problem
-                raise BenchError(self._scrub(f"model {self.name!r}: the server refused the request "
-                                             f"({exc.status_code}): {exc.message}")) from None
-            try:
-                completion = parse_completion(raw.http_response.content,
-                                              content_type=raw.headers.get("content-type"))
-            except MalformedResponse as exc:
-                problem = self._scrub(str(exc))
-                continue  # a failed request: asked again, never recorded
-            return self.answer_of(request.sample_id, completion, request.n_classes,
-                                  latency_s=time.perf_counter() - start)
-        return Answer(request.sample_id, raw="", latency_s=time.perf_counter() - start,
-                      error=f"MalformedResponse after {self.settings['max_retries'] + 1} attempts: {problem}")
+                attempt = self._send(self._pool.client(replica), body, extra)
+            finally:
+                self._pool.done(replica, ok=not attempt.server_down)
+                wait = self._throttle.release(ticket, attempt.outcome, headers=attempt.headers,
+                                              tokens=_total_tokens(attempt.completion))
+            elapsed = time.perf_counter() - start
+            if attempt.outcome == OK:
+                self._pool.answered(replica)
+                return self.answer_of(request.sample_id, attempt.completion, request.n_classes, latency_s=elapsed)
+            if attempt.outcome == LIMITED:
+                limited += 1
+                too_long = wait is not None and wait > MAX_RETRY_AFTER_S
+                if limited > self.settings["rate_limit_retries"] or too_long:
+                    why = f" (the server asks to wait {wait:.0f} s)" if too_long else ""
+                    return Answer(request.sample_id, raw="", latency_s=elapsed,
+                                  error=f"rate limited (429) {limited} times{why}: {attempt.problem}")
+                if wait is None:  # no Retry-After: this request backs off on its own
+                    time.sleep(backoff_s(limited, base=self.backoff_s))
+                continue  # with a Retry-After, the throttle holds every request back
+            failures += 1
+            if failures > self.settings["max_retries"]:  # report it, never record it
+                what = "MalformedResponse" if attempt.malformed else "failed"
+                return Answer(request.sample_id, raw="", latency_s=elapsed,
+                              error=f"{what} after {failures} attempts: {attempt.problem}")
+            if not (attempt.server_down and len(self._pool) > 1 and self._pool.any_up()):
+                time.sleep(backoff_s(failures, base=self.backoff_s))  # else at once, on another replica
+
+    def take_traffic(self) -> dict[str, Any] | None:
+        """What the live requests since the last call met (``Throttle.take_stats``), with each
+        replica's answers and failures when there are several; None when none was sent."""
+        from benchmark.config import redact_url
+
+        replicas = self._pool.take_stats(redact_url)
+        return self._throttle.take_stats(**({"replicas": replicas} if len(replicas) > 1 else {}))
 
     def classify(self, requests: Sequence[Request], *, on_answer: OnAnswer | None = None) -> list[Answer]:
         """Ask concurrently; hand each answer to ``on_answer`` as it arrives. On an error
@@ -305,5 +382,4 @@ class OpenAIChatProvider:
         return runner.run(requests, keys, on_answer)
 
     def close(self) -> None:
-        if self._client_obj is not None:
-            self._client_obj.close()
+        self._pool.close()

@@ -10,7 +10,9 @@ READS_PROMPT answers the number the prompt shows for the image's class (the
 stub is given words that identify each class's block, ``class_texts``), and
 ZERO always answers "0".
 It records every request (headers included) so tests can assert on what the
-real ``openai`` client sent, and it can inject 429/5xx/slow responses.
+real ``openai`` client sent, and it can inject 429/5xx/slow responses, refuse
+requests beyond a budget (:meth:`OpenAIStub.gate`, see ``ratelimit_server``)
+and die mid-run like a crashed server (:meth:`OpenAIStub.kill`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import io
 import json
 import math
 import re
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -141,6 +144,11 @@ def decode_data_url(url: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(payload))).convert("RGB"))
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # a burst of new connections (high concurrency) is never reset by a full backlog
+
+
 class OpenAIStub:
     """``with OpenAIStub() as stub:`` then point a client at ``stub.base_url``."""
 
@@ -153,6 +161,10 @@ class OpenAIStub:
         self._faults: list[tuple[int, float]] = []  # (status or 0 for slow, seconds)
         self._odd: list[str] = []  # odd 200 bodies to send next (see odd_next)
         self._lock = threading.Lock()
+        self.answered = 0  # chat completions sent (200s with an answer)
+        self.dead = False  # killed: answers nothing more
+        self._kill_after: int | None = None
+        self._connections: set[socket.socket] = set()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -162,11 +174,23 @@ class OpenAIStub:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                with stub._lock:
+                    stub._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with stub._lock:
+                    stub._connections.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:  # a killed server's connection
+                    pass
+
             def do_POST(self) -> None:
                 stub._handle(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -181,6 +205,30 @@ class OpenAIStub:
         self._server.shutdown()
         self._server.server_close()
 
+    def kill(self) -> None:
+        """Die like a crashed server: stop listening, drop every open connection (requests
+        in flight get no answer) and answer nothing more."""
+        with self._lock:
+            self.dead = True
+            connections = list(self._connections)
+        self._server.shutdown()
+        self._server.server_close()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def kill_after(self, answers: int) -> None:
+        """Die (:meth:`kill`) right after sending the ``answers``-th answer: exactly that many are given."""
+        with self._lock:
+            self._kill_after = answers
+
+    def gate(self, body: dict[str, Any]) -> tuple[int | None, dict[str, str]]:
+        """Before answering a request: a status to refuse it with (None: answer it) and
+        headers for the response. Subclasses enforce budgets (``ratelimit_server``)."""
+        return None, {}
+
     def fail_next(self, count: int, *, status: int = 429) -> None:
         """The next ``count`` requests get ``status`` (with a tiny retry-after)."""
         with self._lock:
@@ -194,7 +242,8 @@ class OpenAIStub:
     def odd_next(self, count: int, kind: str) -> None:
         """The next ``count`` requests get an odd answer: "not-json", "html", "empty-choices",
         "null-content" (all malformed 200s), "refusal", "echo-key" (the Authorization header
-        in the text) or "401-echo" (a 401 whose message echoes the Authorization header)."""
+        in the text), "401-echo" (a 401 whose message echoes the Authorization header),
+        "quota" (OpenAI's 429 insufficient_quota) or "429-long" (a 429 asking to wait an hour)."""
         with self._lock:
             self._odd += [kind] * count
 
@@ -208,6 +257,14 @@ class OpenAIStub:
             h.send_header("Content-Length", str(len(data)))
             h.end_headers()
             h.wfile.write(data)
+            return
+        if kind == "quota":
+            self._send(h, 429, {"error": {"message": "You exceeded your current quota.", "type": "insufficient_quota",
+                                          "code": "insufficient_quota"}})
+            return
+        if kind == "429-long":
+            self._send(h, 429, {"error": {"message": "Rate limit reached for requests per day.",
+                                          "code": "rate_limit_exceeded"}}, {"retry-after": "3600"})
             return
         if kind == "401-echo":
             self._send(h, 401, {"error": {"message": f"invalid key in header: {auth}", "type": "auth"}})
@@ -237,9 +294,13 @@ class OpenAIStub:
         h.wfile.write(data)
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
-        h._astrobench_landed = False  # type: ignore[attr-defined]
+        h._astrobench_landed = True  # type: ignore[attr-defined]
         length = int(h.headers.get("Content-Length", 0))
         body = json.loads(h.rfile.read(length))
+        if self.dead:
+            h.close_connection = True
+            return
+        h._astrobench_landed = False  # type: ignore[attr-defined]
         with self._lock:
             fault = self._faults.pop(0) if self._faults else None
             odd = self._odd.pop(0) if self._odd and fault is None else None
@@ -264,6 +325,11 @@ class OpenAIStub:
                       "kinds": [kind for kind, _ in parts]}
             with self._lock:
                 self.requests.append(record)
+            refuse, gate_headers = self.gate(body)
+            if refuse is not None:
+                self._send(h, refuse, {"error": {"message": "rate limit reached", "type": "requests",
+                                                 "code": "rate_limit_exceeded"}}, gate_headers)
+                return
             if fault is not None and fault[0]:
                 self._send(h, fault[0], {"error": {"message": "injected fault", "type": "stub"}},
                            {"retry-after-ms": "5"})
@@ -288,8 +354,17 @@ class OpenAIStub:
                 text = constrained_answer(images[-1])
                 if "response_format" in body:
                     text = json.dumps({"category": text})
+            with self._lock:
+                if self.dead:  # killed while this request was in flight: no answer
+                    h.close_connection = True
+                    return
+                self.answered += 1
+                last = self.answered == self._kill_after
+                self.dead = self.dead or last
+            if last:
+                h.close_connection = True
             self._send(h, 200, extra={"set-cookie": "session=STUB-COOKIE-SECRET; Path=/",
-                                      "openai-organization": "org-STUB-SECRET"}, body={
+                                      "openai-organization": "org-STUB-SECRET", **gate_headers}, body={
                 "id": f"chatcmpl-stub-{len(self.requests)}",
                 "object": "chat.completion",
                 "created": 0,
@@ -298,6 +373,9 @@ class OpenAIStub:
                              "message": {"role": "assistant", "content": text}}],
                 "usage": {"prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105},
             })
+            if last:
+                h.wfile.flush()
+                self.kill()
         finally:
             self._landed(h)
 
