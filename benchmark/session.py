@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import BenchConfig, ModelConfig, TaskConfig, safe_join
-from benchmark.core import Answer, BenchError, KeyUnavailable, Request, Sample
+from benchmark.core import Answer, BenchError, ModelUnavailable, Request, Sample
 from benchmark.metrics import merge_predictions, merge_probs, score
 from benchmark.parsing import explain_answer
 from benchmark.planning import Case, is_default_prompt, plan_cases
@@ -240,10 +240,10 @@ class BenchSession:
 
     def _need_live(self, provider: Any, model: ModelConfig) -> None:
         """Before the first live call. With ``once`` (``make bench``) a model that cannot be
-        asked (no key) skips its case with the reason; a mode that asked to record fails."""
+        asked (no key, local weights offline) skips its case with the reason; a mode that asked to record fails."""
         if not provider.can_call_live():
             reason = getattr(provider, "why_not_live", lambda: "")() or f"model {model.name!r} cannot be asked live"
-            raise (KeyUnavailable if self.record_mode == "once" else BenchError)(reason)
+            raise (ModelUnavailable if self.record_mode == "once" else BenchError)(reason)
 
     # -- cases --------------------------------------------------------------
     def run(self, case: Case) -> CaseResult:
