@@ -36,8 +36,12 @@ class DatasetUnavailable(Unavailable):
     """The data is neither cached nor downloadable right now (e.g. offline)."""
 
 
-class KeyUnavailable(Unavailable):
-    """A live call is needed and its API key is not set (in record mode ``once``: ``make bench``)."""
+class ModelUnavailable(Unavailable):
+    """A live call is needed and the model cannot be asked now: its API key is not set, or its
+    local weights are neither cached nor downloadable (in record mode ``once``: ``make bench``)."""
+
+
+KeyUnavailable = ModelUnavailable  # the former name
 
 
 @contextmanager

@@ -127,7 +127,8 @@ _StrOrTable = Annotated[Any, AfterValidator(_str_or_table),
 
 
 class TransformersModel(_Model):
-    """An in-process Hugging Face transformers model (LLaVA-NeXT); see benchmark.providers.hf."""
+    """An in-process Hugging Face transformers model (LLaVA-NeXT, Qwen2-VL, SmolVLM, ...); see
+    benchmark.providers.hf."""
 
     provider: Literal["transformers"]
     quantization: Literal["none", "8bit", "4bit"] = Field("none", description="bitsandbytes quantization")
@@ -150,12 +151,25 @@ class TransformersModel(_Model):
                                             "first text part before the generated text")
     revision: str | None = Field(None, min_length=1, description="the weights' revision (branch, tag or commit) "
                                                                  "on the Hugging Face hub; default: the main branch")
+    # Image size, per processor family (default: the checkpoint's processor settings).
+    min_pixels: int | None = Field(None, ge=1, description="Qwen2-VL / Qwen2.5-VL: smallest image area in pixels "
+                                                           "after resizing (one image token per 28x28 pixels); "
+                                                           "smaller images are scaled up")
+    max_pixels: int | None = Field(None, ge=1, description="Qwen2-VL / Qwen2.5-VL: largest image area in pixels "
+                                                           "after resizing; larger images are scaled down")
+    image_splitting: bool | None = Field(None, description="Idefics3 / SmolVLM: split the image into tiles of the "
+                                                           "vision encoder's size plus a global view (true), or "
+                                                           "one view only (false)")
+    image_longest_edge: int | None = Field(None, ge=1, description="Idefics3 / SmolVLM: the image is resized so its "
+                                                                   "longest edge is this many pixels (then tiled)")
 
     @model_validator(mode="after")
     def _consistent(self) -> TransformersModel:
         if self.min_new_tokens is not None and self.min_new_tokens > self.max_new_tokens:
             raise ValueError(f"expected 'min_new_tokens' <= max_new_tokens ({self.max_new_tokens}), "
                              f"found {self.min_new_tokens}")
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ValueError(f"expected 'min_pixels' <= max_pixels ({self.max_pixels}), found {self.min_pixels}")
         if self.extract_with is not None and self.mode == "score":
             raise ValueError("'extract_with' reads generated text; expected mode 'generate' or 'both', found 'score'")
         return self

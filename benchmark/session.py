@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import BenchConfig, ModelConfig, TaskConfig, safe_join
-from benchmark.core import Answer, BenchError, Example, KeyUnavailable, LazySample, Request
+from benchmark.core import Answer, BenchError, Example, LazySample, ModelUnavailable, Request
 from benchmark.metrics import merge_predictions, merge_probs, score
 from benchmark.parsing import explain_answer
 from benchmark.permute import check_model, permutation_stats, shifted_prompts, unshift
@@ -277,10 +277,10 @@ class BenchSession:
 
     def _need_live(self, provider: Any, model: ModelConfig) -> None:
         """Before the first live call. With ``once`` (``make bench``) a model that cannot be
-        asked (no key) skips its case with the reason; a mode that asked to record fails."""
+        asked (no key, local weights offline) skips its case with the reason; a mode that asked to record fails."""
         if not provider.can_call_live():
             reason = getattr(provider, "why_not_live", lambda: "")() or f"model {model.name!r} cannot be asked live"
-            raise (KeyUnavailable if self.record_mode == "once" else BenchError)(reason)
+            raise (ModelUnavailable if self.record_mode == "once" else BenchError)(reason)
 
     # -- cases --------------------------------------------------------------
     def run(self, case: Case) -> CaseResult:

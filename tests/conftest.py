@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The tests never reach the Hugging Face hub (models are built in the tests and loaded from folders).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 from tests.support.e2e_world import serve_world
 

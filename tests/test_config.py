@@ -28,7 +28,15 @@ def test_builtin_config_has_the_paper_tasks_and_thresholds():
     assert "definiton" in lsbg  # verbatim, typo included
     assert cfg.tasks["lsbg"].prompt_text("paper-llava").startswith("\nYou are tasked to classify")  # the notebook template: a newline first
     ids = [c.id for c in plan_cases(cfg)]
-    assert ids == ["lsbg-gpt-4o", "morphology-gpt-4o", "morphology-merged-gpt-4o"]
+    assert ids == ["lsbg-gpt-4o", "morphology-gpt-4o", "morphology-merged-gpt-4o",
+                   "lsbg-smolvlm", "morphology-smolvlm", "morphology-merged-smolvlm"]
+    # the one open model on by default: in-process, score mode, float32, no key
+    smol = cfg.models["smolvlm"]
+    assert (smol.provider, smol.model, smol.enabled) == ("transformers", "HuggingFaceTB/SmolVLM-256M-Instruct", True)
+    assert {k: smol.settings[k] for k in ("mode", "dtype", "image_splitting", "image_longest_edge")} == \
+        {"mode": "score", "dtype": "float32", "image_splitting": False, "image_longest_edge": 512}
+    assert [n for n, m in cfg.models.items() if m.enabled] == ["gpt-4o", "smolvlm"]
+    assert all(cfg.threshold(t, "smolvlm", "paper") is None for t in cfg.tasks)  # nothing published to gate on
 
 
 def test_user_config_merges_over_builtin(tmp_path):
@@ -58,9 +66,9 @@ prompts = ["paper", "terse"]
     assert task.prompt_path("paper").parent.name == "lsbg"  # falls back to the built-in folder
     assert cfg.threshold("lsbg", "local-vllm", "terse") == 0.7
     assert cfg.threshold("lsbg", "local-vllm", "paper") is None
-    ids = [c.id for c in plan_cases(cfg, tasks=["lsbg"])]
-    assert ids == ["lsbg-local-vllm", "lsbg-local-vllm-terse"]
-    ids = [c.id for c in plan_cases(cfg, tasks=["lsbg"], prompts=["terse"])]
+    ids = [c.id for c in plan_cases(cfg, tasks=["lsbg"])]  # the built-in smolvlm stays on unless disabled
+    assert ids == ["lsbg-smolvlm", "lsbg-smolvlm-terse", "lsbg-local-vllm", "lsbg-local-vllm-terse"]
+    ids = [c.id for c in plan_cases(cfg, tasks=["lsbg"], models=["local-vllm"], prompts=["terse"])]
     assert ids == ["lsbg-local-vllm-terse"]
 
 

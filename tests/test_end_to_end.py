@@ -28,6 +28,10 @@ def test_full_run_exact_accuracies_leaderboard_and_json(world):
     # morphology misses its 0.62 threshold, so the run fails (exit 1)
     assert proc.returncode == 1, text
     assert "cases/test_cases.py::test_case[lsbg-gpt-4o] PASSED" in text
+    # the built-in open model, the hub offline and nothing cached: skipped, one line per case
+    assert "cases/test_cases.py::test_case[morphology-smolvlm] SKIPPED" in text
+    assert ("  morphology-smolvlm: model 'smolvlm' needs the weights of 'HuggingFaceTB/SmolVLM-256M-Instruct', "
+            "which are not in the Hugging Face cache") in text
     assert "FAILED cases/test_cases.py::test_case[morphology-gpt-4o]" in text
 
     lsbg_acc = expected_accuracy(LSBG_STYLES[:10], [i % 2 for i in range(10)])
@@ -100,7 +104,7 @@ def test_selection_limit_and_readable_ids(world):
     out = tmp / "merged.json"
     proc = run("-k", "merged", "--bench-limit", "3", "--bench-results", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert re.search(r"\b1 passed, 2 deselected\b", proc.stdout), proc.stdout
+    assert re.search(r"\b1 passed, 1 skipped, 4 deselected\b", proc.stdout), proc.stdout  # + smolvlm, offline
     [case] = json.loads(out.read_text())["cases"]
     assert (case["case_id"], case["metrics"]["n"], case["metrics"]["accuracy"], case["passed"]) == \
         ("morphology-merged-gpt-4o", 3, 1.0, True)
@@ -113,11 +117,13 @@ def test_config_mistakes_stop_before_any_model_call(world):
     assert proc.returncode == 4
     assert "unknown task 'lsbgg'; known tasks: lsbg, morphology, morphology-merged" in proc.stderr
     proc = run("--bench-model", "gpt4o")
-    assert "unknown model 'gpt4o'; known models: gpt-4o, gpt-4o-constrained, gpt-4o-current, gpt-4o-extract, llava-next, llava-next-parser" in proc.stderr
-    proc = run("--bench-task", "lsbg", extra_env={"ASTROBENCH_E2E_KEY": ""})  # once (make bench): a skip
-    assert proc.returncode == 0 and "1 skipped" in proc.stdout
+    assert ("unknown model 'gpt4o'; known models: gpt-4o, gpt-4o-constrained, gpt-4o-current, gpt-4o-extract, "
+            "llava-next, llava-next-parser, llava-onevision, qwen2-vl, qwen2.5-vl, smolvlm") in proc.stderr
+    proc = run("--bench-task", "lsbg", extra_env={"ASTROBENCH_E2E_KEY": ""})  # once (make bench): skips
+    assert proc.returncode == 0 and "2 skipped" in proc.stdout  # gpt-4o (no key), smolvlm (hub offline)
     assert "set the environment variable ASTROBENCH_E2E_KEY" in proc.stdout
-    proc = run("--bench-task", "lsbg", extra_env={"ASTROBENCH_E2E_KEY": ""}, mode="new_episodes")  # asked to record
+    proc = run("--bench-task", "lsbg", "--bench-model", "gpt-4o", extra_env={"ASTROBENCH_E2E_KEY": ""},
+               mode="new_episodes")  # asked to record
     assert proc.returncode == 1 and "set the environment variable ASTROBENCH_E2E_KEY" in proc.stdout
     assert len(stub.requests) == 0
 
@@ -135,7 +141,7 @@ def test_offline_with_nothing_cached_skips_with_instructions(world, tmp_path):
              "ASTROBENCH_E2E_KEY": KEY, "ASTROBENCH_CASSETTE_DIR": str(tmp_path / "r")},
     )
     assert proc.returncode == 0, proc.stdout
-    assert "1 skipped" in proc.stdout
+    assert "2 skipped" in proc.stdout  # gpt-4o and smolvlm: the data comes first
     assert "y_labels.npy is not cached" in proc.stdout
     assert "python -m benchmark fetch lsbg" in proc.stdout
     assert len(stub.requests) == 0

@@ -30,8 +30,8 @@ def test_fail_on_regression_fails_the_case_with_the_numbers(world):
     base.write_text(json.dumps(baseline_doc("morphology-gpt-4o", MORPH_LABELS)))
     # now: 7 of 12 right (wrong: ids 1, 3, 5, 6 unparseable, 10) -> b = 5, c = 0,
     # p = 2 / 2**5 = 0.0625: significant at alpha 0.1, not at the default 0.05
-    proc = run("--bench-task", "morphology", "--bench-task", "lsbg", "--bench-baseline", str(base), "--bench-fail-on-regression",
-               "--bench-alpha", "0.1", "-v")
+    proc = run("--bench-task", "morphology", "--bench-task", "lsbg", "--bench-model", "gpt-4o", "--bench-baseline",
+               str(base), "--bench-fail-on-regression", "--bench-alpha", "0.1", "-v")
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text
     assert "FAILED cases/test_cases.py::test_case[morphology-gpt-4o]" in text
@@ -45,7 +45,8 @@ def test_fail_on_regression_fails_the_case_with_the_numbers(world):
     assert len(stub.requests) == 22
 
     # default alpha 0.05: the same drop is reported, not failed (replayed, no model calls)
-    again = run("--bench-task", "morphology", "--bench-baseline", str(base), "--bench-fail-on-regression", mode="none")
+    again = run("--bench-task", "morphology", "--bench-model", "gpt-4o", "--bench-baseline", str(base),
+                "--bench-fail-on-regression", mode="none")
     assert again.returncode == 0, again.stdout + again.stderr
     assert re.search(r"morphology-gpt-4o\s+12\s+1\.000\s+0\.583\s+-0\.417\s+5\s+0\s+0\.0625\s+no significant change",
                      again.stdout)
@@ -65,8 +66,8 @@ def test_xdist_workers_merge_into_one_leaderboard_and_one_json(world):
     pytest.importorskip("xdist")
     run, stub, server, tmp = world
     out, md, page = tmp / "results.json", tmp / "board.md", tmp / "board.html"
-    proc = run("-n", "2", "--bench-results", str(out), "--bench-md", str(md), "--bench-html", str(page),
-               "--bench-detail", "-v")
+    proc = run("-n", "2", "--bench-model", "gpt-4o", "--bench-results", str(out), "--bench-md", str(md),
+               "--bench-html", str(page), "--bench-detail", "-v")
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text      # morphology misses its threshold, as in the serial run
     assert "2 workers" in text
@@ -102,13 +103,13 @@ def test_a_baseline_from_a_different_setup_is_named_with_its_differences(world):
     """Results carry provenance; --bench-baseline says what differs (here: the model's settings)."""
     run, stub, server, tmp = world
     first = tmp / "first.json"
-    assert run("--bench-task", "lsbg", "--bench-results", str(first)).returncode == 0
+    assert run("--bench-task", "lsbg", "--bench-model", "gpt-4o", "--bench-results", str(first)).returncode == 0
     doc = json.loads(first.read_text())
     assert doc["provenance"]["record_mode"] == "once" and "lsbg-gpt-4o" in doc["provenance"]["cases"]
     cfg = tmp / "user.toml"
     cfg.write_text(cfg.read_text().replace("concurrency = 4\n", "concurrency = 4\nmax_tokens = 30\n"))
-    second = run("--bench-task", "lsbg", "--bench-baseline", str(first), "--bench-results", str(tmp / "second.json"),
-                 mode="new_episodes")
+    second = run("--bench-task", "lsbg", "--bench-model", "gpt-4o", "--bench-baseline", str(first),
+                 "--bench-results", str(tmp / "second.json"), mode="new_episodes")
     text = second.stdout + second.stderr
     assert second.returncode == 0, text
     assert f"astrobench: baseline {first} differs from this run in:" in text

@@ -159,11 +159,12 @@ def test_template_mistakes_stop_the_config_at_load(tmp_path, variant, prompt, me
 # -- config and planning ------------------------------------------------------------------------
 def test_the_default_run_asks_no_permuted_case_and_bench_prompt_names_it(tmp_path):
     cfg = load_config()
-    assert [c.id for c in plan_cases(cfg)] == ["lsbg-gpt-4o", "morphology-gpt-4o", "morphology-merged-gpt-4o"]
-    assert [c.id for c in plan_cases(cfg, prompts=["paper-permuted"])] == [
+    assert [c.id for c in plan_cases(cfg)] == ["lsbg-gpt-4o", "morphology-gpt-4o", "morphology-merged-gpt-4o",
+                                               "lsbg-smolvlm", "morphology-smolvlm", "morphology-merged-smolvlm"]
+    assert [c.id for c in plan_cases(cfg, models=["gpt-4o"], prompts=["paper-permuted"])] == [
         "lsbg-gpt-4o-paper-permuted", "morphology-gpt-4o-paper-permuted", "morphology-merged-gpt-4o-paper-permuted"]
     assert [c.id for c in plan_cases(cfg, tasks=["lsbg"], prompts=["paper", "paper-permuted"])] == [
-        "lsbg-gpt-4o", "lsbg-gpt-4o-paper-permuted"]
+        "lsbg-gpt-4o", "lsbg-gpt-4o-paper-permuted", "lsbg-smolvlm", "lsbg-smolvlm-paper-permuted"]
     # a model with its own prompts list runs only those
     with pytest.raises(BenchError, match=r"unknown prompt variant\(s\) \['paper-permuted'\]"):
         plan_cases(cfg, models=["llava-next"], prompts=["paper-permuted"])

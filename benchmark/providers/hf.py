@@ -1,4 +1,11 @@
-"""In-process vision-language models through Hugging Face transformers (LLaVA-NeXT).
+"""In-process vision-language models through Hugging Face transformers.
+
+Any checkpoint that ``AutoModelForImageTextToText`` and ``AutoProcessor`` load: LLaVA-NeXT
+(the paper's), and chat-template VLMs such as Qwen2-VL / Qwen2.5-VL, Idefics3 (SmolVLM-256M
+and -500M are Idefics3 checkpoints) and LLaVA-OneVision. The processor places the image
+(its own image tokens: a count that depends on the image size for Qwen2-VL, tiles for
+Idefics3, anyres for LLaVA-(Next/OneVision)); models whose language model computes its own
+multimodal positions (Qwen2-VL's M-RoPE) get no ``position_ids`` from here.
 
 Settings (keys of the ``[models.NAME]`` table, defaults in :data:`SETTINGS`):
 
@@ -23,6 +30,11 @@ Settings (keys of the ``[models.NAME]`` table, defaults in :data:`SETTINGS`):
 - ``max_new_tokens`` (200), ``min_new_tokens`` (None): generation length.
 - ``answer_prefix`` (" "): appended to the prompt in score mode only, so that
   the next token is the class number (see *Label tokens*).
+- Image size, given to the processor (default: the checkpoint's settings):
+  ``min_pixels`` / ``max_pixels`` for Qwen2-VL-style processors (the image area after
+  resizing; one image token per 28x28 pixels), ``image_splitting`` /
+  ``image_longest_edge`` for Idefics3 / SmolVLM (tiles plus a global view, or one view;
+  the longest edge after resizing). A setting the processor has no use for is an error.
 - ``extract_with``: name of another model in the bench config (an
   OpenAI-compatible one) that reads the generated text, without the image, and
   answers the class number: the paper's second step. The session runs it
@@ -36,14 +48,23 @@ otherwise be unchanged (``tokenize(P)`` a prefix), and the ``n_classes``
 tokens must be distinct. So the score is exactly the probability the model
 gives to writing ``k`` right after the prompt, as the tokenizer would encode
 it. With the default prefix " " a Mistral/Llama tokenizer gives "▁" then the
-digit token; "10" is never a single token for them, so at most 10 classes.
+digit token; "10" is never a single token for them, so at most 10 classes. Qwen2's
+tokenizer (Qwen2-VL, LLaVA-OneVision) and SmolLM2's (SmolVLM) also split every digit
+off, so the rule holds for them too, with prefix "" (right after "assistant\\n") or " "
+(after SmolVLM's "Assistant:").
+
+Availability. A hub id whose weights are neither cached nor downloadable right now
+(offline, ``HF_HUB_OFFLINE``) cannot be asked live (``why_not_live`` says so): with
+record mode ``once`` its case is skipped with that line; replay never needs the weights.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,6 +77,11 @@ INSTALL_HINT = 'pip install "astro-vlm-bench[hf]"'
 PAPER_PREFIX, PAPER_SUFFIX = "USER: <image>\n", "\nASSISTANT:"  # around the prompt, as in the notebook
 
 SETTINGS: dict[str, Any] = HF_SETTINGS  # keys, defaults and choices: benchmark.schema.TransformersModel
+# The image-size settings, per processor family, and the image-processor attribute that marks it.
+IMAGE_SETTINGS = {"min_pixels": "merge_size", "max_pixels": "merge_size",
+                  "image_splitting": "do_image_splitting", "image_longest_edge": "do_image_splitting"}
+FAMILIES = {"merge_size": "Qwen2-VL-style processors (Qwen2-VL, Qwen2.5-VL)",
+            "do_image_splitting": "Idefics3 / SmolVLM processors"}
 
 
 def _import_hf() -> tuple[Any, Any]:
@@ -69,6 +95,14 @@ def _import_hf() -> tuple[Any, Any]:
             f"installed ({exc}); install them with:\n{INSTALL_HINT}"
         ) from None
     return torch, transformers
+
+
+def _has_torchvision() -> bool:
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def settings_from(model: Any, bench: Any = None) -> dict[str, Any]:
@@ -88,7 +122,7 @@ def settings_from(model: Any, bench: Any = None) -> dict[str, Any]:
 
 
 class TransformersProvider:
-    """A local image-text-to-text model (LLaVA-NeXT) in generate and/or score mode.
+    """A local image-text-to-text model (LLaVA-NeXT, Qwen2-VL, SmolVLM, ...) in generate and/or score mode.
 
     The processor is loaded at construction (the fingerprint needs the
     tokenizer); the model only on the first ``classify`` call, so a run
@@ -107,6 +141,8 @@ class TransformersProvider:
         self._processor: Any = None
         self._model: Any = None
         self._label_cache: dict[tuple[str, int], list[int]] = {}
+        self._own_positions = False  # the model computes its position ids itself (Qwen2-VL's M-RoPE)
+        self._not_live: str | None = None  # why the weights cannot be had now ("" once checked: they can)
 
     @classmethod
     def from_config(cls, model: Any, *, bench: Any = None, **_: Any) -> TransformersProvider:
@@ -122,20 +158,62 @@ class TransformersProvider:
         """
         if self._processor is None:
             self._torch, transformers = _import_hf()
-            kwargs: dict[str, Any] = {"use_fast": False}
-            if self.settings["revision"] is not None:
-                kwargs["revision"] = self.settings["revision"]
-            try:
-                processor = transformers.AutoProcessor.from_pretrained(self.model_id, **kwargs)
-            except OSError as exc:
-                raise BenchError(f"model {self.name!r}: cannot load the processor of {self.model_id!r} "
-                                 f"(expected a Hugging Face id or a local folder): {exc}") from None
+            processor = self._load_processor(transformers)
+            image_kwargs = self._image_kwargs(processor)
+            if image_kwargs:
+                processor = self._load_processor(transformers, **image_kwargs)
             tokenizer = processor.tokenizer
             tokenizer.padding_side = "left"
             if tokenizer.pad_token_id is None:
                 tokenizer.pad_token = tokenizer.eos_token
             self._processor = processor
         return self._processor
+
+    def _load_processor(self, transformers: Any, **kwargs: Any) -> Any:
+        kwargs["use_fast"] = False
+        if self.settings["revision"] is not None:
+            kwargs["revision"] = self.settings["revision"]
+        try:
+            return transformers.AutoProcessor.from_pretrained(self.model_id, **kwargs)
+        except (OSError, ImportError) as exc:
+            why = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            # transformers 5 builds a video processor (torchvision only) beside the image one
+            if isinstance(exc, ImportError) or ("video processor" in why and not _has_torchvision()):
+                raise BenchError(
+                    f"model {self.name!r}: the processor of {self.model_id!r} needs a package that is not "
+                    f"installed ({why}); with transformers {transformers.__version__} processors that also "
+                    "handle video (Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision) need torchvision: install the build "
+                    "that matches your torch") from None
+            raise BenchError(f"model {self.name!r}: cannot load the processor of {self.model_id!r} "
+                             f"(expected a Hugging Face id or a local folder): {exc}") from None
+
+    def _image_kwargs(self, processor: Any) -> dict[str, Any]:
+        """``from_pretrained`` keyword arguments for the image-size settings; an error when the
+        processor has no use for one of them (e.g. ``min_pixels`` on an Idefics3 processor)."""
+        s = self.settings
+        given = [k for k in IMAGE_SETTINGS if s[k] is not None]
+        if not given:
+            return {}
+        images = getattr(processor, "image_processor", None)
+        for key in given:
+            if not hasattr(images, IMAGE_SETTINGS[key]):
+                raise BenchError(
+                    f"model {self.name!r}: {key!r} sizes images of {FAMILIES[IMAGE_SETTINGS[key]]}; expected one "
+                    f"of those, found {type(processor).__name__} ({type(images).__name__}) for {self.model_id!r}")
+
+        def current(key: str) -> Any:
+            size = getattr(images, "size", None) or {}
+            return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+        kwargs: dict[str, Any] = {}
+        if s["min_pixels"] is not None or s["max_pixels"] is not None:
+            kwargs["size"] = {"shortest_edge": s["min_pixels"] or current("shortest_edge"),
+                              "longest_edge": s["max_pixels"] or current("longest_edge")}
+        if s["image_splitting"] is not None:
+            kwargs["do_image_splitting"] = s["image_splitting"]
+        if s["image_longest_edge"] is not None:
+            kwargs["size"] = {"longest_edge": s["image_longest_edge"]}
+        return kwargs
 
     @property
     def tokenizer(self) -> Any:
@@ -192,11 +270,47 @@ class TransformersProvider:
             fp["answer_prefix"] = s["answer_prefix"]  # the label tokens follow from it and the model
         if s["revision"] is not None:
             fp["revision"] = s["revision"]
+        for key in IMAGE_SETTINGS:  # only when set: recordings made before these settings keep their keys
+            if s[key] is not None:
+                fp[key] = s[key]
         return fp
 
     # -- recording ------------------------------------------------------------
     def can_call_live(self) -> bool:
-        return True
+        """True when the weights can be loaded now: a local folder, a cached checkpoint or a reachable hub."""
+        if self._not_live is None:
+            self._not_live = self._weights_unavailable() or ""
+        return not self._not_live
+
+    def why_not_live(self) -> str:
+        return self._not_live or ""
+
+    def _weights_unavailable(self) -> str | None:
+        """Why the weights cannot be had now (one line), or None. Only asks the hub (one request,
+        no retries) when they are not cached; an answer from the hub, even an error, means online."""
+        if self._model is not None or Path(self.model_id).is_dir():
+            return None
+        try:
+            import huggingface_hub
+            from huggingface_hub.errors import HfHubHTTPError
+        except ImportError:
+            return None  # the load says how to install the extra
+        revision = self.settings["revision"]
+        if isinstance(huggingface_hub.try_to_load_from_cache(self.model_id, "config.json", revision=revision), str):
+            return None
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
+            why = "HF_HUB_OFFLINE is set"
+        else:
+            try:
+                huggingface_hub.model_info(self.model_id, revision=revision, timeout=10)
+                return None
+            except HfHubHTTPError:
+                return None  # the hub answered; loading reports what it said (a wrong id, a gated model)
+            except Exception as exc:  # no answer: offline, DNS, refused, timed out
+                why = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+        return (f"model {self.name!r} needs the weights of {self.model_id!r}, which are not in the Hugging Face "
+                f"cache ({huggingface_hub.constants.HF_HUB_CACHE}) and cannot be downloaded now ({why}); run once "
+                f"with network to download them, or `hf download {self.model_id}`")
 
     def canonical_request(self, request: Request) -> dict[str, Any]:
         """What determines the answer: model settings, prompt and image digest (and a few-shot
@@ -313,10 +427,26 @@ class TransformersProvider:
             model = AutoModelForImageTextToText.from_pretrained(self.model_id, **kwargs)
         except (OSError, ValueError, ImportError) as exc:
             raise BenchError(f"model {self.name!r}: cannot load {self.model_id!r} with {kwargs}: {exc}") from None
-        self.loaded_revision = getattr(model.config, "_commit_hash", None)
+        self.loaded_revision = self._loaded_commit(model)
+        self._own_positions = hasattr(getattr(model, "model", model), "get_rope_index")
         model.eval()
         self._model = model
         return model
+
+    def _loaded_commit(self, model: Any) -> str | None:
+        """The hub commit of the loaded weights (transformers 4 kept it on the config; 5 does not:
+        then the cached snapshot the config came from names it); None for a local folder."""
+        commit = getattr(model.config, "_commit_hash", None)
+        if commit or Path(self.model_id).is_dir():
+            return commit
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(self.model_id, "config.json", revision=self.settings["revision"])
+        except Exception:  # noqa: BLE001 - best effort, like transformers' own
+            return None
+        found = re.search(r"[/\\]snapshots[/\\]([0-9a-f]{40})[/\\]", cached) if isinstance(cached, str) else None
+        return found.group(1) if found else None
 
     def _inputs(self, texts: list[str], requests: Sequence[Request]) -> Any:
         from PIL import Image
@@ -343,11 +473,12 @@ class TransformersProvider:
         prefix = self.settings["answer_prefix"]
         label_ids = [self.label_token_ids(t + prefix, r.n_classes) for t, r in zip(texts, requests)]
         enc = self._inputs([t + prefix for t in texts], requests)
-        mask = enc["attention_mask"]
-        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        extra: dict[str, Any] = {}
+        if not self._own_positions:  # left padding: positions count real tokens only, as generate() does
+            extra["position_ids"] = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
             self.model_calls += 1
-            out = self._model(**enc, position_ids=position_ids, use_cache=False, logits_to_keep=1)
+            out = self._model(**enc, **extra, use_cache=False, logits_to_keep=1)
         logits = out.logits[:, -1, :].float()
         probs: list[list[float]] = []
         for row, ids in zip(logits, label_ids):
@@ -367,15 +498,21 @@ class TransformersProvider:
             self.model_calls += 1
             out = self._model.generate(**enc, **gen)
         new = out[:, enc["input_ids"].shape[1]:].cpu()
-        eos = self.tokenizer.eos_token_id
+        eos = self._eos_ids()
         # A finished sequence ends at its EOS (padding follows); an unfinished one fills the row.
-        counts = [row.tolist().index(eos) if eos in row.tolist() else len(row) for row in new]
+        counts = [next((i for i, t in enumerate(row.tolist()) if t in eos), len(row)) for row in new]
         if s["prompt_format"] == "paper":
             # As the notebook read it: the whole sequence decoded, then the text after the last
             # "ASSISTANT:" (its leading space included).
             full = self.tokenizer.batch_decode(out.cpu(), skip_special_tokens=True)
             return [text.rsplit(PAPER_SUFFIX.strip(), 1)[-1] for text in full], counts
         return self.tokenizer.batch_decode(new, skip_special_tokens=True), counts
+
+    def _eos_ids(self) -> set[int]:
+        """The tokens that end generation: the tokenizer's EOS and the generation config's (Qwen: two)."""
+        ids = getattr(self._model.generation_config, "eos_token_id", None)
+        ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+        return {i for i in [self.tokenizer.eos_token_id, *ids] if i is not None}
 
     # -- protocol -------------------------------------------------------------
     def classify(self, requests: Sequence[Request], *, on_answer: OnAnswer | None = None) -> list[Answer]:
@@ -416,6 +553,6 @@ class TransformersProvider:
 
     def close(self) -> None:
         self._model = None
-        if self._torch.cuda.is_available():
+        if self._torch is not None and self._torch.cuda.is_available():  # None: replay never imported torch
             self._torch.cuda.empty_cache()
 

@@ -114,6 +114,10 @@ def serve_world(tmp_path: Path) -> Iterator[tuple[Run, OpenAIStub, FileServer, P
             "ASTROBENCH_CASSETTE_DIR": str(tmp_path / "cassettes-from-test-server"),
             "ASTROBENCH_E2E_KEY": KEY,
             "PYTHONPATH": str(REPO),
+            # the built-in open model (smolvlm): the hub offline and an empty cache, so its
+            # cases are skipped (a developer's cached weights are never used)
+            "HF_HUB_OFFLINE": "1",
+            "HF_HUB_CACHE": str(tmp_path / "empty-hf-cache"),
         }
         env.pop("ASTROBENCH_CONFIG", None)
 
