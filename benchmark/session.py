@@ -37,6 +37,7 @@ class _Predictions:
     repeats: list[dict[str, int | None]] | None = None  # per repeat: sample id -> class (``repeats`` > 1)
     shifts: list[dict[str, Answer]] | None = None  # per label shift (``permute_labels``), classes mapped back
     traffic: dict[str, Any] | None = None  # what the live requests met (provider.take_traffic)
+    rounds: list[dict[str, Answer]] | None = None  # every round asked (repeats or shifts): what was paid for
 
 
 def majority_vote(rounds: list[dict[str, Answer]]) -> dict[str, Answer]:
@@ -233,7 +234,8 @@ class BenchSession:
         answers = rounds[0] if n_repeats == 1 or shifted is not None else majority_vote(rounds)
         repeats = None if n_repeats == 1 else [{s.id: rd[s.id].label for s in samples} for rd in rounds]
         self._predictions[key] = _Predictions(samples, answers, wall, repeats,
-                                              shifts=rounds if shifted is not None else None, traffic=traffic)
+                                              shifts=rounds if shifted is not None else None, traffic=traffic,
+                                              rounds=rounds)
         return self._predictions[key]
 
     def _answers_of(self, ask: Any, task: TaskConfig, model: ModelConfig, provider: Any,
@@ -304,7 +306,7 @@ class BenchSession:
         refused = [preds.answers[s.id].refusal is not None for s in preds.samples]
         scores = score(y_true, y_pred, task.n_classes, refused=refused)
         usage: dict[str, int] = {}
-        for answers in (preds.shifts or [preds.answers]) if task.derived_from is None else ():
+        for answers in (preds.rounds or [preds.answers]) if task.derived_from is None else ():
             for a in answers.values():
                 for k, v in a.usage.items():  # a derived task made no calls of its own
                     usage[k] = usage.get(k, 0) + int(v)

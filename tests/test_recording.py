@@ -660,3 +660,5 @@ def test_repeats_of_an_api_model_are_recorded_apart_through_vcrpy(tmp_path, monk
     assert len(record_lines(path)) == 8
     replayed = run_case(session(raw, tmp_path, "none"))
     assert replayed.repeats == recorded.repeats and replayed.repeats["n"] == 2
+    # every repeat was paid for: usage (and so cost) counts the 8 calls, not the 4 the vote kept
+    assert recorded.usage == replayed.usage == {"prompt_tokens": 800, "completion_tokens": 40}
