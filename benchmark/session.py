@@ -100,9 +100,9 @@ class BenchSession:
         self._examples: dict[tuple[str, str], tuple[Example, ...]] = {}
 
     # -- data ---------------------------------------------------------------
-    def samples(self, task: TaskConfig) -> list[LazySample]:
-        """The task's sample (``sample_size`` by its ``sample`` rule, cut to ``--bench-limit``;
-        :func:`benchmark.sampling.task_sample`), computed once per session.
+    def samples(self, task: TaskConfig, *, whole: bool = False) -> list[LazySample]:
+        """The task's sample (``sample_size`` by its ``sample`` rule, cut to ``--bench-limit``
+        unless ``whole``; :func:`benchmark.sampling.task_sample`), computed once per session.
 
         A frozen sample in ``fixtures/samples/<dataset>.npz`` is used when it holds this
         sample; otherwise the dataset is read (and downloaded). Images stay on disk: a
@@ -111,11 +111,12 @@ class BenchSession:
         from benchmark.sampling import task_sample
 
         assert task.dataset is not None
-        key = (task.dataset, task.selection, self.limit)
+        limit = None if whole else self.limit
+        key = (task.dataset, task.selection, limit)
         if key in self._samples:
             return self._samples[key]
         spec = self.config.datasets[task.dataset]
-        samples = task_sample(task, spec, limit=self.limit, frozen=self.frozen_dir / f"{task.dataset}.npz",
+        samples = task_sample(task, spec, limit=limit, frozen=self.frozen_dir / f"{task.dataset}.npz",
                               base_dir=self.config.dataset_dirs.get(task.dataset))
         bad = [s.label for s in samples if not 0 <= s.label < task.n_classes]
         if bad:
@@ -126,7 +127,8 @@ class BenchSession:
 
     def examples(self, task: TaskConfig, prompt: str) -> tuple[Example, ...]:
         """The few-shot examples of a prompt variant (none for zero-shot), drawn once per session
-        from the dataset beyond the task's sample (:mod:`benchmark.fewshot`)."""
+        from the dataset beyond the task's whole sample, so ``--bench-limit`` changes neither the
+        examples nor the recording keys (:mod:`benchmark.fewshot`)."""
         from benchmark.fewshot import choose_examples, load_items
 
         variant = task.variant(prompt)
@@ -136,10 +138,10 @@ class BenchSession:
         assert task.dataset is not None and task.sample_size is not None  # the schema requires them
         items = load_items(task.dataset, self.config.datasets[task.dataset], variant=prompt,
                            base_dir=self.config.dataset_dirs.get(task.dataset))
-        examples = choose_examples(items, self.samples(task), k=variant.shots, seed=variant.shot_seed,
+        sample = self.samples(task, whole=True)
+        examples = choose_examples(items, sample, k=variant.shots, seed=variant.shot_seed,
                                    classes=task.classes, example_text=variant.example_text,
                                    where=f"task {task.name}: prompt variant {prompt!r}")
-        sample = self.samples(task)
         ids, digests = {s.id for s in sample}, {s.sha256 for s in sample}
         leak = [e.id for e in examples if e.id in ids or e.image_sha256 in digests]
         if leak:  # impossible by construction: a last guard before anything is sent

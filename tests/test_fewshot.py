@@ -149,6 +149,21 @@ def test_replay_needs_the_dataset_itself_not_only_the_frozen_sample(tmp_path, ke
         bench.run(few)
 
 
+def test_bench_limit_changes_neither_the_examples_nor_the_recording_keys(tmp_path, key, monkeypatch):
+    """The pool is the dataset less the task's whole sample: with --bench-limit 4 the sample's
+    images 4..7 stay out of it, so the examples, and the keys, are those of the full run."""
+    with OpenAIStub() as stub:
+        raw = fewshot_world(tmp_path, stub)
+        full = run_all(raw, tmp_path, "once")["paper-3shot"]
+    monkeypatch.delenv("ASTROBENCH_TEST_KEY")
+    bench = session(raw, tmp_path, "none", limit=4)  # the stub is gone: replay only
+    from benchmark.session import plan_cases
+
+    limited = bench.run(plan_cases(bench.config)[1])
+    assert limited.shots == full.shots
+    assert limited.predictions == full.predictions[:4] and limited.cached == 4
+
+
 # -- the draw ------------------------------------------------------------------------
 def test_a_class_with_too_few_images_outside_the_sample_is_a_clear_error(tmp_path, key):
     with OpenAIStub() as stub:
