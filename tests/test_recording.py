@@ -339,7 +339,10 @@ def test_a_duplicate_image_is_asked_once_and_answers_both_samples(tmp_path, monk
         assert len(stub.requests) == 3
     raws = {p["sample_id"]: p["raw"] for p in result.predictions}
     assert raws["artifact/img000.png"] == raws["artifact/img002.png"] == answer_for(imgs[0])
-    assert run_case(session(raw, tmp_path, "none")).scores == result.scores
+    replayed = run_case(session(raw, tmp_path, "none"))
+    assert replayed.scores == result.scores
+    # three calls were paid for: the copy's answer costs nothing, live or replayed
+    assert result.usage == replayed.usage == {"prompt_tokens": 300, "completion_tokens": 15}
 
 
 def test_an_unwritable_recording_folder_stops_before_any_call(tmp_path, monkeypatch):

@@ -60,6 +60,7 @@ def answer_requests(
     missing: dict[str, list[Request]] = {}
     if recording is not None:
         _check_same_images(recording, requests)
+    replayed: set[str] = set()
     for r in requests:
         request = _canonical(source, r)
         key = keys[r.sample_id] = content_key(canonical_json(request))
@@ -74,6 +75,9 @@ def answer_requests(
             raise BenchError(f"{entry.where()}: the recorded answer does not parse ({exc!r}); "
                              "re-record it with --record-mode rewrite") from None
         answer.meta["cached"] = True
+        if key in replayed:  # a duplicate image: one call was paid for, and counted once
+            answer.usage = {}
+        replayed.add(key)
         answers[r.sample_id] = answer
     if not missing:
         return answers
@@ -115,9 +119,9 @@ def answer_requests(
                 recording.put(key, sample=first.sample_id, img=first.image_sha256,
                               request=canon[first.sample_id], payload=payload,
                               sync=not handed)  # a handed-over answer is synced by its source
-        for r in group:
+        for r in group:  # a duplicate image shares the answer, not its cost (one call was paid for)
             answers[r.sample_id] = answer if r.sample_id == answer.sample_id else replace(
-                answer, sample_id=r.sample_id, meta=dict(answer.meta))
+                answer, sample_id=r.sample_id, meta=dict(answer.meta), usage={})
         live += len(group)
         if progress is not None:
             progress.advance(len(group))
