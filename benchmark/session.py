@@ -9,6 +9,7 @@ import os
 import time
 from contextlib import nullcontext
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ class BenchSession:
         self.frozen_dir = frozen_dir or default_frozen_dir()
         self.progress: Progress | None = (Progress() if progress is True else progress or None)
         self.command_hint = command_hint
+        self.announce: Callable[[str], None] | None = None  # the recording layer's notices (None: stderr)
         self.vcr_config: dict[str, Any] = {}
         self.vcr_configure: Any = None  # pytest-recording's pytest_recording_configure(vcr), if any
         self.scrub = Scrubber(os.environ.get(str(m.settings.get("api_key_env") or "OPENAI_API_KEY"))
@@ -100,9 +102,9 @@ class BenchSession:
         self._examples: dict[tuple[str, str], tuple[Example, ...]] = {}
 
     # -- data ---------------------------------------------------------------
-    def samples(self, task: TaskConfig) -> list[LazySample]:
-        """The task's sample (``sample_size`` by its ``sample`` rule, cut to ``--bench-limit``;
-        :func:`benchmark.sampling.task_sample`), computed once per session.
+    def samples(self, task: TaskConfig, *, whole: bool = False) -> list[LazySample]:
+        """The task's sample (``sample_size`` by its ``sample`` rule, cut to ``--bench-limit``
+        unless ``whole``; :func:`benchmark.sampling.task_sample`), computed once per session.
 
         A frozen sample in ``fixtures/samples/<dataset>.npz`` is used when it holds this
         sample; otherwise the dataset is read (and downloaded). Images stay on disk: a
@@ -111,11 +113,12 @@ class BenchSession:
         from benchmark.sampling import task_sample
 
         assert task.dataset is not None
-        key = (task.dataset, task.selection, self.limit)
+        limit = None if whole else self.limit
+        key = (task.dataset, task.selection, limit)
         if key in self._samples:
             return self._samples[key]
         spec = self.config.datasets[task.dataset]
-        samples = task_sample(task, spec, limit=self.limit, frozen=self.frozen_dir / f"{task.dataset}.npz",
+        samples = task_sample(task, spec, limit=limit, frozen=self.frozen_dir / f"{task.dataset}.npz",
                               base_dir=self.config.dataset_dirs.get(task.dataset))
         bad = [s.label for s in samples if not 0 <= s.label < task.n_classes]
         if bad:
@@ -136,10 +139,10 @@ class BenchSession:
         assert task.dataset is not None and task.sample_size is not None  # the schema requires them
         items = load_items(task.dataset, self.config.datasets[task.dataset], variant=prompt,
                            base_dir=self.config.dataset_dirs.get(task.dataset))
-        examples = choose_examples(items, self.samples(task), k=variant.shots, seed=variant.shot_seed,
+        sample = self.samples(task, whole=True)  # --bench-limit changes neither the pool nor the examples
+        examples = choose_examples(items, sample, k=variant.shots, seed=variant.shot_seed,
                                    classes=task.classes, example_text=variant.example_text,
                                    where=f"task {task.name}: prompt variant {prompt!r}")
-        sample = self.samples(task)
         ids, digests = {s.id for s in sample}, {s.sha256 for s in sample}
         leak = [e.id for e in examples if e.id in ids or e.image_sha256 in digests]
         if leak:  # impossible by construction: a last guard before anything is sent
@@ -199,7 +202,8 @@ class BenchSession:
         command = self._record_command(task, model, prompt)
         recording = (nullcontext(None) if self.record_mode is None else
                      Recording(self.recording_path(task, model, prompt), mode=self.record_mode,
-                               scrub=self.scrub, resolve_hint=command))
+                               scrub=self.scrub, resolve_hint=command,
+                               **({"announce": self.announce} if self.announce else {})))
         take_traffic = getattr(provider, "take_traffic", lambda: None)
         take_traffic()  # counts start with this case
         start = time.perf_counter()

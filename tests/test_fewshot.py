@@ -128,6 +128,22 @@ def test_replay_is_identical_and_a_changed_draw_never_replays_old_answers(tmp_pa
         raw["tasks"]["toy"]["variants"]["paper-3shot"] = {"file": "paper", "shots": 3}
 
 
+def test_bench_limit_changes_neither_the_pool_nor_the_examples(tmp_path, key, monkeypatch):
+    """--bench-limit 3 replays the first 3 answers of the recorded case: the sample images it leaves
+    out stay out of the pool (image 12, a copy of sample image 4, too), so the examples, and with
+    them the recording keys, are the whole run's."""
+    with OpenAIStub() as stub:
+        raw = fewshot_world(tmp_path, stub)
+        first = run_all(raw, tmp_path, "once")
+    monkeypatch.delenv("ASTROBENCH_TEST_KEY")
+    bench = session(raw, tmp_path, "none", limit=3)
+    from benchmark.session import plan_cases
+
+    limited = {c.prompt: bench.run(c) for c in plan_cases(bench.config)}
+    assert limited["paper-3shot"].shots == first["paper-3shot"].shots
+    assert limited["paper-3shot"].predictions == first["paper-3shot"].predictions[:3]
+
+
 def test_replay_needs_the_dataset_itself_not_only_the_frozen_sample(tmp_path, key, monkeypatch):
     monkeypatch.setenv("ASTROBENCH_FIXTURES_DIR", str(tmp_path / "frozen"))  # where the config looks too
     with OpenAIStub() as stub:
