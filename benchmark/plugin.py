@@ -17,6 +17,7 @@ _SESSION = pytest.StashKey["object"]()
 _BASELINE = pytest.StashKey["object"]()
 _WRITE_ERROR = pytest.StashKey[str]()
 _REPORT = pytest.StashKey["object"]()
+_WRITER = pytest.StashKey["object"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -197,15 +198,17 @@ def _frozen_dir(config: pytest.Config) -> Path:
     return Path(env) if env else config.rootpath / config.getini("bench_frozen_dir")
 
 
-def _progress(config: pytest.Config):
-    """Live per-case progress through the terminal reporter, capture suspended (as pytest-benchmark
-    prints); None with --bench-no-progress and in xdist workers (their output is not shown)."""
+def _terminal_writer(config: pytest.Config):
+    """``write(text, redraw)`` through the terminal reporter with capture suspended (as pytest-benchmark
+    prints), one per run so progress and notices share the line; None in xdist workers (their output
+    is not shown)."""
+    if _WRITER in config.stash:
+        return config.stash[_WRITER]
     from contextlib import nullcontext
 
-    from benchmark.progress import Progress
-
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if config.option.bench_no_progress or hasattr(config, "workerinput") or reporter is None:
+    if hasattr(config, "workerinput") or reporter is None:
+        config.stash[_WRITER] = None
         return None
     capman = config.pluginmanager.get_plugin("capturemanager")
     drawing = False
@@ -219,12 +222,35 @@ def _progress(config: pytest.Config):
                 reporter.rewrite(text, erase=True)
                 drawing = True
             elif text:
+                if drawing:  # a line of its own, below the progress line drawn so far
+                    reporter.line("")
+                    drawing = False
                 reporter.write_line(text)
             else:
                 reporter.line("")
                 drawing = False
 
-    return Progress(write, tty=reporter.isatty)
+    config.stash[_WRITER] = write
+    return write
+
+
+def _progress(config: pytest.Config):
+    """Live per-case progress through the terminal reporter; None with --bench-no-progress and
+    in xdist workers."""
+    from benchmark.progress import Progress
+
+    write = _terminal_writer(config)
+    if config.option.bench_no_progress or write is None:
+        return None
+    return Progress(write, tty=config.pluginmanager.get_plugin("terminalreporter").isatty)
+
+
+def _announcer(config: pytest.Config):
+    """Notices of the recording layer (an interrupted recording folded in, a batch submitted or
+    resumed, waiting for another recorder) on the terminal, also with --bench-no-progress: pytest
+    would otherwise keep them in a passing test's captured output, never shown."""
+    write = _terminal_writer(config)
+    return None if write is None else (lambda msg: write(f"astrobench: {msg}", False))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -260,6 +286,8 @@ def bench_run(bench, request: pytest.FixtureRequest):
     config = request.config
     if bench.progress is None:
         bench.progress = _progress(config)
+    if bench.announce is None:
+        bench.announce = _announcer(config)
     if config.pluginmanager.hasplugin("recording"):
         if _cassette_dir(config) is None:
             bench.cassette_dir = Path(request.getfixturevalue("vcr_cassette_dir"))

@@ -9,6 +9,7 @@ import os
 import time
 from contextlib import nullcontext
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ class BenchSession:
         self.frozen_dir = frozen_dir or default_frozen_dir()
         self.progress: Progress | None = (Progress() if progress is True else progress or None)
         self.command_hint = command_hint
+        self.announce: Callable[[str], None] | None = None  # the recording layer's notices (None: stderr)
         self.vcr_config: dict[str, Any] = {}
         self.vcr_configure: Any = None  # pytest-recording's pytest_recording_configure(vcr), if any
         self.scrub = Scrubber(os.environ.get(str(m.settings.get("api_key_env") or "OPENAI_API_KEY"))
@@ -201,7 +203,8 @@ class BenchSession:
         command = self._record_command(task, model, prompt)
         recording = (nullcontext(None) if self.record_mode is None else
                      Recording(self.recording_path(task, model, prompt), mode=self.record_mode,
-                               scrub=self.scrub, resolve_hint=command))
+                               scrub=self.scrub, resolve_hint=command,
+                               **({"announce": self.announce} if self.announce else {})))
         take_traffic = getattr(provider, "take_traffic", lambda: None)
         take_traffic()  # counts start with this case
         start = time.perf_counter()

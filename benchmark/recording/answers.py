@@ -20,7 +20,6 @@ the moment it arrives.
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -143,9 +142,9 @@ def answer_requests(
     lost = [rs[0].sample_id for rs in missing.values() if rs[0].sample_id not in answers]
     if lost:
         raise BenchError(f"{source.name}: no answer for {len(lost)} samples, e.g. {lost[:5]}")
-    if unrecorded:
-        print(f"astrobench: {len(unrecorded)} answers of {source.name} were not recorded (a vcr_config "
-              f"hook dropped them), e.g. sample {unrecorded[0]}", file=sys.stderr)
+    if unrecorded and recording is not None:
+        recording.announce(f"{len(unrecorded)} answers of {source.name} were not recorded (a vcr_config "
+                           f"hook dropped them), e.g. sample {unrecorded[0]}")
     return answers
 
 

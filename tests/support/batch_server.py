@@ -20,13 +20,21 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.support.openai_stub import OpenAIStub, answer_for, constrained_answer, decode_data_url, scored_alternatives
+from tests.support.openai_stub import (
+    OpenAIStub,
+    answer_for,
+    constrained_answer,
+    examples_ok,
+    message_parts,
+    scored_alternatives,
+)
 
 ENDPOINT = "/v1/chat/completions"
 
@@ -45,18 +53,20 @@ class Plan:
     refuse: bool = False           # batches.create answers 400 (no batch is made)
 
 
-def completion_for(body: dict[str, Any], number: int) -> dict[str, Any]:
-    """The chat completion OpenAIStub sends for ``body`` as its ``number``-th request."""
-    images = [decode_data_url(part["image_url"]["url"]) for msg in body.get("messages", [])
-              for part in (msg.get("content") if isinstance(msg.get("content"), list) else [])
-              if part.get("type") == "image_url"]
-    text = answer_for(images[0]) if images else "0"
+def completion_for(body: dict[str, Any], number: int, class_texts: Sequence[str] | None = None) -> dict[str, Any]:
+    """The chat completion OpenAIStub(class_texts=...) sends for ``body`` as its ``number``-th request
+    (from the last image, the query of a few-shot prompt; the first text is the prompt)."""
+    parts = message_parts(body)
+    images = [v for kind, v in parts if kind == "image"]
+    prompt = next((v for kind, v in parts if kind == "text"), None)
+    text = answer_for(images[-1], prompt, class_texts, with_examples=examples_ok(parts)) if images else "0"
     logprobs = None
     if images and body.get("logprobs"):
-        logprobs = {"content": [{"token": text[:1], "logprob": -0.1, "top_logprobs": scored_alternatives(images[0])}]}
+        logprobs = {"content": [{"token": text[:1], "logprob": -0.1,
+                                 "top_logprobs": scored_alternatives(images[-1], prompt, class_texts)}]}
         text = logprobs["content"][0]["top_logprobs"][0]["token"]
     if images and ("response_format" in body or "guided_choice" in body):
-        text = constrained_answer(images[0])
+        text = constrained_answer(images[-1])
         if "response_format" in body:
             text = json.dumps({"category": text})
     return {"id": f"chatcmpl-stub-{number}", "object": "chat.completion", "created": 0,
@@ -208,7 +218,7 @@ class BatchServer(OpenAIStub):
                     "body": {"error": {"message": f"scripted {status}", "type": "server_error" if status >= 500
                                        else "invalid_request_error"}}}})
                 continue
-            body = (completion_for(line["body"], n + 1) if n not in plan.malformed else
+            body = (completion_for(line["body"], n + 1, self.class_texts) if n not in plan.malformed else
                     {"id": "chatcmpl-odd", "object": "chat.completion", "choices": []})
             out.append({**record, "error": None, "response": {"status_code": 200, "request_id": f"req_{n}",
                                                               "body": body}})

@@ -144,6 +144,19 @@ def decode_data_url(url: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(payload))).convert("RGB"))
 
 
+def message_parts(body: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A chat request's content in order: ("text", str) and ("image", decoded array) parts."""
+    parts: list[tuple[str, Any]] = []
+    for msg in body.get("messages", []):
+        content = msg.get("content")
+        for part in content if isinstance(content, list) else [{"type": "text", "text": content}]:
+            if part.get("type") == "text":
+                parts.append(("text", part["text"]))
+            elif part.get("type") == "image_url":
+                parts.append(("image", decode_data_url(part["image_url"]["url"])))
+    return parts
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # a burst of new connections (high concurrency) is never reset by a full backlog
@@ -310,16 +323,9 @@ class OpenAIStub:
             if h.path != "/v1/chat/completions":
                 self._send(h, 404, {"error": {"message": f"no route {h.path}"}})
                 return
-            texts, images, parts = [], [], []  # parts: ("text", str) and ("image", array), in order
-            for msg in body.get("messages", []):
-                content = msg.get("content")
-                for part in content if isinstance(content, list) else [{"type": "text", "text": content}]:
-                    if part.get("type") == "text":
-                        texts.append(part["text"])
-                        parts.append(("text", part["text"]))
-                    elif part.get("type") == "image_url":
-                        images.append(decode_data_url(part["image_url"]["url"]))
-                        parts.append(("image", images[-1]))
+            parts = message_parts(body)
+            texts = [v for kind, v in parts if kind == "text"]
+            images = [v for kind, v in parts if kind == "image"]
             record = {"headers": {k.lower(): v for k, v in h.headers.items()}, "body": body, "texts": texts,
                       "marks": [tuple(int(v) for v in im[0, 0, :2]) for im in images],
                       "kinds": [kind for kind, _ in parts]}
