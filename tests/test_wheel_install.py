@@ -30,7 +30,8 @@ def installed(tmp_path_factory) -> Path:
     """A fresh venv with the wheel installed; returns its python."""
     tmp = tmp_path_factory.mktemp("wheel")
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp / "dist"), str(REPO)], capture_output=True, text=True, timeout=300)
+                            "-w", str(tmp / "dist"), str(REPO)], capture_output=True, text=True, timeout=300,
+                           env=clean_env())
     assert build.returncode == 0, build.stderr
     [wheel] = (tmp / "dist").glob("astro_vlm_bench-*.whl")
     venv.create(tmp / "venv", with_pip=False)
@@ -39,7 +40,8 @@ def installed(tmp_path_factory) -> Path:
                                capture_output=True, text=True, check=True).stdout.strip())
     (site / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-                              "--no-index", "-q", str(wheel)], capture_output=True, text=True, timeout=300)
+                              "--no-index", "-q", str(wheel)], capture_output=True, text=True, timeout=300,
+                             env=clean_env())  # a PYTHONPATH'd checkout would look installed already
     if install.returncode != 0 and "no such option: --python" in install.stderr:  # pip < 22.3
         pytest.skip("pip too old for --python")
     assert install.returncode == 0, install.stderr
