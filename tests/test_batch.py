@@ -384,3 +384,42 @@ def test_the_commented_example_in_bench_toml_is_a_valid_model():
     block = "\n".join(ln[2:] for ln in lines[:next(i for i, ln in enumerate(lines) if not ln.startswith("# "))])
     model = validate(tomllib.loads(block)).models["gpt-4o-batch"]
     assert (model.batch, model.batch_poll_s, model.batch_retry, model.prices.batch) == (True, 60, "live", 0.5)
+
+
+def test_answers_of_a_resumed_batch_for_requests_not_asked_now_are_kept_for_the_run_that_asks_them(tmp_path, capsys):
+    """Killed after submitting 10; rerun asking 4 (e.g. --bench-limit 4): the other 6 paid answers
+    are not thrown away: the batch stays journaled, unpolled while none of its requests is asked,
+    and the run that asks them records them from the same batch, submitting nothing new."""
+    from benchmark.recording import Recording, answer_requests
+
+    path = tmp_path / CASSETTES / "kill.jsonl"
+    journal = batches_path(path)
+    with BatchServer() as server:
+        server.plan(Plan(hold=True))
+        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT.format(repo=str(REPO), path=str(path),
+                                                                          url=server.base_url)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while server.calls["batches.retrieve"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        server.release()
+        provider = provider_for_url(server.base_url, batch=True, batch_poll_s=0.02)
+        everything = requests(images(10))
+        with Recording(path, mode="once") as rec:
+            answer_requests(provider, everything[:4], recording=rec)
+            rec.finish(complete=False)
+        assert len(records(path)) == 4 and journal.exists()
+        assert "6 answers of batch batch_1 are for requests this run does not ask" in capsys.readouterr().err
+        with Recording(path, mode="once") as rec:  # asks nothing new: the batch is not even polled
+            retrieved = server.calls["batches.retrieve"]
+            answer_requests(provider, everything[:4], recording=rec)
+        assert server.calls["batches.retrieve"] == retrieved and journal.exists()
+        with Recording(path, mode="once") as rec:
+            answers = answer_requests(provider, everything, recording=rec)
+            rec.finish(complete=True)
+        assert server.calls["batches.create"] == 1 and server.calls["files.create"] == 1
+        assert len(server.requests) == 0  # nothing asked live: all 10 came from the one paid batch
+    assert {s: a.raw for s, a in answers.items()} == {r.sample_id: answer_for(r.image) for r in everything}
+    assert len(records(path)) == 10 and not journal.exists()

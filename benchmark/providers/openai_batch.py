@@ -105,6 +105,7 @@ class _Batch:
     status: str = "validating"
     completed: int = 0
     failed: int = 0
+    foreign: int = 0  # answers for requests this run does not ask: the batch stays journaled for them
 
 
 class BatchRunner:
@@ -113,6 +114,7 @@ class BatchRunner:
 
     def __init__(self, provider: Any, client: Any, *, journal: BatchJournal, progress: Progress | None = None,
                  announce: Callable[[str], None] | None = None, sync: Callable[[], None] | None = None,
+                 recorded: Callable[[str], bool] | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.provider = provider
         self.client = client
@@ -121,6 +123,7 @@ class BatchRunner:
         self.progress = progress
         self.announce = announce or _stderr
         self.sync = sync or (lambda: None)
+        self.recorded = recorded or (lambda key: False)  # is this key's answer in the recording already?
         self.sleep = sleep
         self.max_lines, self.max_bytes = MAX_LINES, MAX_BYTES
         self._kept = (f"its id is journaled in {journal.path}" if journal.path is not None else
@@ -165,6 +168,11 @@ class BatchRunner:
         for entry in self.journal.of(self.provider.name):
             keys = [str(k) for k in entry.get("requests") or []]
             mine = sum(1 for k in keys if k in by_key)
+            if keys and not mine:  # paid answers for other requests: kept until a run asks for them
+                self.announce(f"{self.provider.name}: batch {entry['id']} journaled in {self.journal.path} holds "
+                              f"{len(keys)} answers for requests this run does not ask; kept for the run that "
+                              "asks them (delete its entry to forget it)")
+                continue
             self.announce(f"{self.provider.name}: resuming batch {entry['id']} ({len(keys)} requests, {mine} of "
                           f"them asked now) journaled in {self.journal.path}, not submitting them again")
             out.append(_Batch(entry["id"], keys, float(entry.get("submitted") or time.time())))
@@ -269,10 +277,12 @@ class BatchRunner:
         return failed
 
     def _done(self, b: _Batch, pending: list[_Batch]) -> None:
-        """Forget an ended batch, once the answers handed over are durable."""
+        """Forget an ended batch, once the answers handed over are durable, unless it holds
+        answers for requests this run does not ask (paid for: a later run records them)."""
         self.sync()
         pending.remove(b)
-        self.journal.remove(b.id)
+        if not b.foreign:
+            self.journal.remove(b.id)
 
     def _show(self, batches: list[_Batch], *, news: bool) -> None:
         if self.progress is None:
@@ -295,7 +305,7 @@ class BatchRunner:
         for file_id in (info.output_file_id, info.error_file_id):
             for key, completion, status, why in self._lines(file_id):
                 if key not in by_key:
-                    foreign += 1
+                    foreign += not self.recorded(key)
                 elif key in answered:
                     continue
                 elif completion is not None:
@@ -310,10 +320,12 @@ class BatchRunner:
                     refused[key] = f"sample {by_key[key].sample_id}: {why}"
                 else:
                     failed.setdefault(key, why)
+        b.foreign = foreign
         if foreign:
             self.announce(f"{self.provider.name}: {foreign} answers of batch {b.id} are for requests this run does "
-                          "not ask (already recorded, or a changed prompt, sample or --bench-limit); they are not "
-                          "recorded")
+                          "not ask (a smaller --bench-limit, or a changed prompt or sample); the batch stays "
+                          f"journaled in {self.journal.path}, so the run that asks them records them without "
+                          "paying again (delete its entry to forget it)")
         if info.status in ("failed", "cancelled"):
             errors = getattr(getattr(info, "errors", None), "data", None) or []
             detail = "; ".join(f"line {e.line}: {e.code}: {e.message}" if e.line is not None else

@@ -370,15 +370,16 @@ class OpenAIChatProvider:
 
     def classify_batch(self, requests: Sequence[Request], *, keys: Sequence[str], on_answer: Any,
                        journal: Any = None, sync: Any = None, progress: Any = None,
-                       announce: Any = None) -> list[Request]:
+                       announce: Any = None, recorded: Any = None) -> list[Request]:
         """Answer ``requests`` through the Batch API (``keys``: their recording keys, the lines'
         custom ids); hand each answer to ``on_answer(answer, payload)`` with its recorded form,
-        calling ``sync()`` (makes them durable) before a batch's ``journal`` entry goes; return the
+        calling ``sync()`` (makes them durable) before a batch's ``journal`` entry goes (kept while
+        it holds answers for requests not asked now that ``recorded(key)`` lacks); return the
         requests left for live calls (see :mod:`benchmark.providers.openai_batch`)."""
         from benchmark.providers.openai_batch import BatchJournal, BatchRunner
 
         runner = BatchRunner(self, self._client, journal=BatchJournal(journal), progress=progress,
-                             announce=announce, sync=sync)
+                             announce=announce, sync=sync, recorded=recorded)
         return runner.run(requests, keys, on_answer)
 
     def close(self) -> None:

@@ -132,6 +132,7 @@ def answer_requests(
                 asks, keys=[keys[r.sample_id] for r in asks], on_answer=on_answer, progress=progress,
                 journal=batches_path(recording.path) if recording is not None else None,
                 sync=recording.sync if recording is not None else None,
+                recorded=(lambda k: recording.get(k) is not None) if recording is not None else None,
                 announce=recording.announce if recording is not None else None)
         if asks:
             with tap if tap is not None else nullcontext():
