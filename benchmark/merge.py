@@ -30,6 +30,7 @@ class ResultsFile:
     created: str | None
     cases: list[tuple[CaseResult, dict[str, Any]]]  # the result and its JSON
     config_sources: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] | None = None  # what produced the run (benchmark.provenance), if it says
 
     @property
     def when(self) -> datetime | None:
@@ -72,7 +73,8 @@ def load_results(path: Path | str) -> ResultsFile:
                              f"found {type(exc).__name__}: {exc}") from None
     created = doc.get("created")
     return ResultsFile(path, created if isinstance(created, str) else None, cases,
-                       [str(s) for s in doc.get("config_sources") or []])
+                       [str(s) for s in doc.get("config_sources") or []],
+                       provenance=doc.get("provenance") if isinstance(doc.get("provenance"), dict) else None)
 
 
 @dataclass
@@ -167,7 +169,11 @@ class MergedReport(Report):
             p = (k.data.get("summary") or {}).get("prices")
             if isinstance(p, dict):
                 prices.setdefault(k.result.model, p)
-        return cls([k.result for k in kept], prices, kept=kept, files=list(files)), notes
+        from benchmark.provenance import merge_provenance
+
+        parts = [(str(f.path), f.provenance, [k.result.case_id for k in kept if k.source is f]) for f in files]
+        return cls([k.result for k in kept], prices, kept=kept, files=list(files),
+                   provenance=merge_provenance(parts)), notes
 
     def _cases_from(self, f: ResultsFile) -> list[str]:
         return [k.result.case_id for k in self.kept if k.source is f]

@@ -349,7 +349,7 @@ def _warn_baseline_differences(terminalreporter, config: pytest.Config, report) 
         return
     if baseline.provenance is None:
         terminalreporter.write_line(f"astrobench: baseline {baseline.path} records no provenance (an older "
-                                    f"results file): cannot tell whether its prompts, models or data differ "
+                                    f"results file, or merged from one): cannot tell whether its prompts, models or data differ "
                                     f"from this run's", yellow=True)
         return
     lines = report.baseline_differences()

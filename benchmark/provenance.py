@@ -25,7 +25,7 @@ import json
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -299,6 +299,47 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+# -- merging (astrobench report) ------------------------------------------------------------------
+_SECTIONS = ("models", "prompts", "datasets")
+
+
+def _without_paths(value: Any) -> Any:
+    """``value`` less every ``path`` key: the same file read from two checkouts is one file."""
+    if isinstance(value, Mapping):
+        return {k: _without_paths(v) for k, v in value.items() if k != "path"}
+    if isinstance(value, list):
+        return [_without_paths(v) for v in value]
+    return value
+
+
+def merge_provenance(parts: Sequence[tuple[str, Any, Sequence[str]]]) -> dict[str, Any] | None:
+    """One provenance for a merged leaderboard from ``(file, its provenance, the case ids kept from
+    it)``: each kept case's entry from its own file; the models, prompts and datasets of every file,
+    except an entry two files disagree on (paths aside), which is left out and named in
+    ``disagree`` so that no comparison takes one run's word for another's; each file's run-level
+    facts under ``runs``. None when a file records no provenance (its cases cannot be vouched for)."""
+    if not parts or any(not isinstance(prov, Mapping) for _, prov, _ in parts):
+        return None
+    out: dict[str, Any] = {"schema": PROVENANCE_SCHEMA, "merged": True, "runs": {},
+                           **{section: {} for section in _SECTIONS}, "cases": {}, "disagree": []}
+    for label, prov, case_ids in parts:
+        out["runs"][label] = {k: v for k, v in prov.items() if k not in (*_SECTIONS, "cases", "schema")}
+        for section in _SECTIONS:
+            for name, entry in (prov.get(section) or {}).items():
+                key = f"{section}.{name}"
+                if key in out["disagree"]:
+                    continue
+                have = out[section].get(name)
+                if have is None:
+                    out[section][name] = entry
+                elif _without_paths(have) != _without_paths(entry):
+                    del out[section][name]
+                    out["disagree"].append(key)
+        cases = prov.get("cases") or {}
+        out["cases"].update({cid: cases[cid] for cid in case_ids if cid in cases})
+    return out
+
+
 # -- comparing --------------------------------------------------------------------------------
 def _short(value: Any) -> str:
     if value is None:
@@ -341,6 +382,13 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     hard: list[str] = []
     soft: list[str] = []
     renamed: set[str] = set()  # models whose id changed: said once, not again per case
+    for side, other in ((old, new), (new, old)):  # a merged run whose files disagree cannot vouch for it
+        for key in side.get("disagree") or []:
+            section, _, name = str(key).partition(".")
+            if name in (other.get(section) or {}):
+                what = {"models": "model", "prompts": "prompt", "datasets": "dataset"}.get(section, section)
+                hard.append(f"{what} {name}: the merged runs disagree on it (settings, id or weights), so it is "
+                            "not compared")
 
     for name, a, b in _both(old, new, "models"):
         if a.get("model") != b.get("model"):

@@ -32,9 +32,12 @@ def _case(task: str, model: str, pairs: list[tuple[int, int | None]], *, classes
                       prompt_sha256=prompt_sha, sample_sha256=sample)
 
 
-def _write(path: Path, results: list[CaseResult], created: str, *, drop: tuple[str, ...] = ()) -> Path:
+def _write(path: Path, results: list[CaseResult], created: str, *, drop: tuple[str, ...] = (),
+           provenance: dict[str, Any] | None = None) -> Path:
     doc: dict[str, Any] = results_document(results)
     doc["created"] = created
+    if provenance is not None:
+        doc["provenance"] = provenance
     for c in doc["cases"]:  # an older file, written before a field existed
         for key in drop:
             del c[key]
@@ -202,3 +205,47 @@ def test_keep_newest_tie_goes_to_the_later_file_and_undated_files_are_refused(tm
         merge([a, undated], keep="newest")
     with pytest.raises(BenchError, match="predictions differ on 2 of 4 samples"):
         merge([a, undated])
+
+
+def _prov(cases: dict[str, Any], *, temperature: float, prompts: dict[str, str], path: str) -> dict[str, Any]:
+    """A small provenance as benchmark.provenance.collect writes it."""
+    return {"schema": "astrobench-provenance/1", "python": "3.11", "record_mode": "none",
+            "models": {"gpt-4o": {"provider": "openai", "model": "gpt-4o-2024", "quantization": None,
+                                  "revision": None, "settings": {"temperature": temperature}}},
+            "prompts": {name: {"path": f"{path}/{name}.txt", "sha256": sha, "text_sha256": sha,
+                               "variant": {"file": "paper"}} for name, sha in prompts.items()},
+            "datasets": {}, "cases": cases}
+
+
+def test_a_merged_file_keeps_each_runs_provenance_and_a_baseline_compares_with_it(tmp_path: Path) -> None:
+    from benchmark.provenance import differences
+
+    a = _write(tmp_path / "a.json", [_case("lsbg", "gpt-4o", LSBG_PAIRS)], "2024-05-01T10:00:00+00:00",
+               provenance=_prov({"lsbg-gpt-4o": {"model_id": "gpt-4o-2024"}}, temperature=0.0,
+                                prompts={"lsbg/paper": "1" * 64}, path="/home/a"))
+    b = _write(tmp_path / "b.json", [_case("morphology", "gpt-4o", MORPH_PAIRS, classes=MORPH)],
+               "2024-05-02T10:00:00+00:00",
+               provenance=_prov({"morphology-gpt-4o": {"model_id": "gpt-4o-2024"}}, temperature=0.7,
+                                prompts={"lsbg/paper": "1" * 64, "morphology/paper": "2" * 64}, path="/ci/b"))
+    proc = _run("report", a, b, "--json", tmp_path / "merged.json")
+    assert proc.returncode == 0, proc.stderr
+    merged = json.loads((tmp_path / "merged.json").read_text())["provenance"]
+    assert merged["cases"] == {"lsbg-gpt-4o": {"model_id": "gpt-4o-2024"},
+                               "morphology-gpt-4o": {"model_id": "gpt-4o-2024"}}
+    # the same prompt file at two paths is one prompt; the runs disagree on gpt-4o's settings
+    assert sorted(merged["prompts"]) == ["lsbg/paper", "morphology/paper"]
+    assert merged["models"] == {} and merged["disagree"] == ["models.gpt-4o"]
+    assert merged["runs"][str(a)]["python"] == "3.11" and merged["runs"][str(b)]["record_mode"] == "none"
+    assert Baseline.load(tmp_path / "merged.json").provenance == merged
+    new = _prov({"lsbg-gpt-4o": {"model_id": "gpt-4o-2024"}}, temperature=0.0,
+                prompts={"lsbg/paper": "3" * 64}, path="/home/c")
+    found = differences(merged, new)
+    assert "prompt lsbg/paper: sha256 of the text sent: 111111111111 -> 333333333333" in found
+    assert ("model gpt-4o: the merged runs disagree on it (settings, id or weights), so it is not "
+            "compared") in found
+    # a file without provenance: the merged file cannot vouch for its cases, and says none
+    c = _write(tmp_path / "c.json", [_case("lsbg", "gpt-4o", LSBG_BETTER, prompt="terse")],
+               "2024-05-03T10:00:00+00:00")
+    proc = _run("report", a, c, "--json", tmp_path / "merged2.json")
+    assert proc.returncode == 0, proc.stderr
+    assert "provenance" not in json.loads((tmp_path / "merged2.json").read_text())
