@@ -31,6 +31,7 @@ class ResultsFile:
     cases: list[tuple[CaseResult, dict[str, Any]]]  # the result and its JSON
     config_sources: list[str] = field(default_factory=list)
     provenance: dict[str, Any] | None = None  # what produced the run (benchmark.provenance), if it says
+    gate: bool = False  # the run's regression gate was on (--bench-fail-on-regression)
 
     @property
     def when(self) -> datetime | None:
@@ -74,7 +75,8 @@ def load_results(path: Path | str) -> ResultsFile:
     created = doc.get("created")
     return ResultsFile(path, created if isinstance(created, str) else None, cases,
                        [str(s) for s in doc.get("config_sources") or []],
-                       provenance=doc.get("provenance") if isinstance(doc.get("provenance"), dict) else None)
+                       provenance=doc.get("provenance") if isinstance(doc.get("provenance"), dict) else None,
+                       gate=bool((doc.get("baseline") or {}).get("fail_on_regression")))
 
 
 @dataclass
@@ -175,6 +177,12 @@ class MergedReport(Report):
         return cls([k.result for k in kept], prices, kept=kept, files=list(files),
                    provenance=merge_provenance(parts)), notes
 
+    def regression(self, case_id: str) -> bool:
+        """True when the run a case came from had its regression gate fail it (kept as recorded:
+        a merged leaderboard has no baseline of its own)."""
+        k = next((k for k in self.kept if k.result.case_id == case_id), None)
+        return k is not None and k.source.gate and k.data.get("regression") is True
+
     def _cases_from(self, f: ResultsFile) -> list[str]:
         return [k.result.case_id for k in self.kept if k.source is f]
 
@@ -195,6 +203,8 @@ class MergedReport(Report):
         doc["merged_from"] = [{"path": p, "created": c, "cases": ids} for p, c, ids in self.sources()]
         for case, k in zip(doc["cases"], self.kept):
             case.update(source_file=str(k.source.path), source_created=k.source.created)
+            if "regression" in k.data:  # as the run's own baseline comparison found it
+                case.update(regression=k.data["regression"], passed=self.passed(k.result))
             if k.duplicates:
                 case["duplicates"] = k.duplicates
         return doc

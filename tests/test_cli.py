@@ -249,3 +249,23 @@ def test_a_merged_file_keeps_each_runs_provenance_and_a_baseline_compares_with_i
     proc = _run("report", a, c, "--json", tmp_path / "merged2.json")
     assert proc.returncode == 0, proc.stderr
     assert "provenance" not in json.loads((tmp_path / "merged2.json").read_text())
+
+
+def test_a_case_the_regression_gate_failed_stays_failed_in_the_merged_leaderboard(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a.json", [_case("lsbg", "gpt-4o", LSBG_BETTER)], "2024-05-01T10:00:00+00:00")
+    doc = json.loads(a.read_text())  # as --bench-baseline with --bench-fail-on-regression writes it
+    doc["cases"][0].update(regression=True, passed=False)
+    doc["baseline"] = {"path": "old.json", "fail_on_regression": True, "comparisons": [], "differences": []}
+    a.write_text(json.dumps(doc))
+    b = _write(tmp_path / "b.json", [_case("morphology", "gpt-4o", MORPH_PAIRS, classes=MORPH)],
+               "2024-05-02T10:00:00+00:00")
+    proc = _run("report", a, b, "--json", tmp_path / "merged.json")
+    assert proc.returncode == 0, proc.stderr
+    rows: dict[str, str] = {}
+    for line in proc.stdout.splitlines():  # the measured rows come before the published ones
+        if line.startswith(("lsbg ", "morphology ")):
+            rows.setdefault(line.split()[0], line)
+    assert "FAIL (regression)" in rows["lsbg"] and "pass" in rows["morphology"]
+    cases = {c["case_id"]: c for c in json.loads((tmp_path / "merged.json").read_text())["cases"]}
+    assert (cases["lsbg-gpt-4o"]["passed"], cases["lsbg-gpt-4o"]["regression"]) == (False, True)
+    assert "regression" not in cases["morphology-gpt-4o"]
