@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import time
 from contextlib import nullcontext
 from collections import Counter
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import BenchConfig, ModelConfig, TaskConfig, safe_join
-from benchmark.core import Answer, BenchError, Example, LazySample, ModelUnavailable, Request
+from benchmark.core import (Answer, BenchError, DatasetUnavailable, Example, LazySample, ModelUnavailable,
+                            Request)
 from benchmark.metrics import merge_predictions, merge_probs, score
 from benchmark.parsing import explain_answer
 from benchmark.permute import check_model, permutation_stats, shifted_prompts, unshift
@@ -118,8 +120,11 @@ class BenchSession:
         if key in self._samples:
             return self._samples[key]
         spec = self.config.datasets[task.dataset]
-        samples = task_sample(task, spec, limit=limit, frozen=self.frozen_dir / f"{task.dataset}.npz",
-                              base_dir=self.config.dataset_dirs.get(task.dataset))
+        try:
+            samples = task_sample(task, spec, limit=limit, frozen=self.frozen_dir / f"{task.dataset}.npz",
+                                  base_dir=self.config.dataset_dirs.get(task.dataset))
+        except DatasetUnavailable as exc:
+            raise DatasetUnavailable(self._with_config(str(exc))) from None
         bad = [s.label for s in samples if not 0 <= s.label < task.n_classes]
         if bad:
             raise BenchError(f"task {task.name}: dataset {task.dataset} has labels {sorted(set(bad))}"
@@ -138,8 +143,11 @@ class BenchSession:
         if not variant.shots or key in self._examples:
             return self._examples.get(key, ())
         assert task.dataset is not None and task.sample_size is not None  # the schema requires them
-        items = load_items(task.dataset, self.config.datasets[task.dataset], variant=prompt,
-                           base_dir=self.config.dataset_dirs.get(task.dataset))
+        try:
+            items = load_items(task.dataset, self.config.datasets[task.dataset], variant=prompt,
+                               base_dir=self.config.dataset_dirs.get(task.dataset))
+        except DatasetUnavailable as exc:
+            raise DatasetUnavailable(self._with_config(str(exc))) from None
         sample = self.samples(task, whole=True)
         examples = choose_examples(items, sample, k=variant.shots, seed=variant.shot_seed,
                                    classes=task.classes, example_text=variant.example_text,
@@ -151,6 +159,14 @@ class BenchSession:
                              f"sample, found {leak} in it")
         self._examples[key] = examples
         return examples
+
+    def _with_config(self, message: str) -> str:
+        """A fetch hint that names the user's config (the dataset may be defined only there)."""
+        users = self.config.sources[1:]
+        if len(users) != 1:
+            return message
+        return message.replace("`python -m benchmark fetch ",
+                               f"`python -m benchmark --bench-config {shlex.quote(str(users[0]))} fetch ")
 
     # -- models -------------------------------------------------------------
     def provider(self, model: ModelConfig) -> Any:

@@ -736,3 +736,25 @@ def test_dns_failure_is_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         entry["url"] = f"http://data.example.invalid/{fname}"
     with pytest.raises(DatasetUnavailable, match=r"y_labels\.npy is not cached .*Name or service"):
         load_dataset("lsbg", spec, cache_dir=tmp_path)
+
+
+def test_the_fetch_hint_names_the_users_config_that_defines_the_dataset(tmp_path: Path, monkeypatch) -> None:
+    """A dataset from the user's own config is fetched with that config: the hint says how."""
+    from benchmark.config import parse_config
+    from benchmark.session import BenchSession
+
+    monkeypatch.setenv("ASTROBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    files, _, _ = make_lsbg_files([1], seed=7)
+    with FileServer(files) as server:
+        spec = lsbg_spec(server, files)  # the server stops: its port is closed
+    (tmp_path / "prompts" / "survey").mkdir(parents=True)
+    (tmp_path / "prompts" / "survey" / "paper.txt").write_text("0 or 1?")
+    raw = {"datasets": {"survey": spec}, "models": {},
+           "tasks": {"survey": {"dataset": "survey", "classes": ["artifact", "LSBG"], "sample_size": 1}}}
+    user = tmp_path / "my bench.toml"
+    config = parse_config(raw, sources=(Path("builtin.toml"), user),
+                          prompt_dirs={"survey": [tmp_path / "prompts" / "survey"]})
+    bench = BenchSession(config, frozen_dir=tmp_path / "frozen", record_mode="none", progress=False)
+    with pytest.raises(DatasetUnavailable) as err:
+        bench.samples(config.tasks["survey"])
+    assert f"Run `python -m benchmark --bench-config '{user}' fetch survey`" in str(err.value)

@@ -143,5 +143,5 @@ def test_offline_with_nothing_cached_skips_with_instructions(world, tmp_path):
     assert proc.returncode == 0, proc.stdout
     assert "2 skipped" in proc.stdout  # gpt-4o and smolvlm: the data comes first
     assert "y_labels.npy is not cached" in proc.stdout
-    assert "python -m benchmark fetch lsbg" in proc.stdout
+    assert f"python -m benchmark --bench-config {cfg} fetch lsbg" in proc.stdout  # the user's config, named
     assert len(stub.requests) == 0

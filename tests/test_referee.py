@@ -279,4 +279,4 @@ def test_nothing_runnable_still_prints_the_published_leaderboard_and_what_is_mis
     for line, case, ds in zip(lines, cases, ["lsbg", "galaxy-mnist", "galaxy-mnist"] * 2, strict=True):
         assert line.startswith(f"  {case}: dataset {ds}: "), line
         assert f"is not cached at {tmp_path / 'cache' / ds}" in line
-        assert f"Run `python -m benchmark fetch {ds}`" in line
+        assert f"Run `python -m benchmark --bench-config {cfg} fetch {ds}`" in line
