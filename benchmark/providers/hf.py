@@ -321,7 +321,7 @@ class TransformersProvider:
             out["examples"] = [{"id": e.id, "label": e.label, "text": e.text, "image_sha256": e.image_sha256}
                                for e in request.examples]
             out["query_text"] = request.text
-        return {**out, "repeat": request.repeat} if request.repeat else out
+        return out
 
     def _check_fewshot(self) -> None:
         if self.settings["prompt_format"] != "chat-template":

@@ -36,20 +36,17 @@ from typing import IO, Any
 
 from benchmark.core import Answer, BenchError, Request, write_atomic
 from benchmark.progress import Progress, _duration
+from benchmark.providers.throttle import RETRIED_4XX
 from benchmark.recording.completions import MalformedResponse, parse_completion
+from benchmark.recording.recording import stderr_notice
 
 ENDPOINT = "/v1/chat/completions"
 JOURNAL_FORMAT = "astrobench-batches/1"
 MAX_LINES = 50_000         # the Batch API's limits per input file: requests ...
 MAX_BYTES = 190 * 2 ** 20  # ... and size (200 MB, with room to spare)
 TERMINAL = ("completed", "expired", "cancelled", "failed")
-_RETRIED_4XX = (408, 409, 429)  # client errors that are worth asking again
 
 OnBatchAnswer = Callable[[Answer, "dict[str, Any] | None"], None]  # (answer, its recorded form)
-
-
-def _stderr(msg: str) -> None:
-    print(f"astrobench: {msg}", file=sys.stderr, flush=True)
 
 
 class BatchJournal:
@@ -121,7 +118,7 @@ class BatchRunner:
         self.settings = provider.settings
         self.journal = journal
         self.progress = progress
-        self.announce = announce or _stderr
+        self.announce = announce or stderr_notice
         self.sync = sync or (lambda: None)
         self.recorded = recorded or (lambda key: False)  # is this key's answer in the recording already?
         self.sleep = sleep
@@ -310,13 +307,12 @@ class BatchRunner:
                     continue
                 elif completion is not None:
                     request = by_key[key]
-                    answer = self.provider.answer_of(request.sample_id, completion, request.n_classes)
-                    answer.meta["via"] = "batch"
+                    answer = self.provider.answer_of(request.sample_id, completion, request.n_classes, via="batch")
                     on_answer(answer, {"response": completion, "via": "batch"})
                     answered.add(key)
                     failed.pop(key, None)
                     refused.pop(key, None)
-                elif status is not None and 400 <= status < 500 and status not in _RETRIED_4XX:
+                elif status is not None and 400 <= status < 500 and status not in RETRIED_4XX:
                     refused[key] = f"sample {by_key[key].sample_id}: {why}"
                 else:
                     failed.setdefault(key, why)

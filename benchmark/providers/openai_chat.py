@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from benchmark.providers import OnAnswer
-from benchmark.providers.throttle import FAILED, LIMITED, MAX_RETRY_AFTER_S, OK, ReplicaPool, Throttle, backoff_s
+from benchmark.providers.throttle import (FAILED, LIMITED, MAX_RETRY_AFTER_S, OK, RETRIED_4XX, ReplicaPool, Throttle,
+                                         backoff_s)
 from benchmark.core import Answer, BenchError, Request
 from benchmark.schema import OPENAI_SETTINGS, model_settings
 from benchmark.recording.completions import (MalformedResponse, answer_from_completion, class_probabilities,
@@ -218,9 +219,12 @@ class OpenAIChatProvider:
         return answer
 
     def answer_of(self, sample_id: str, completion: dict[str, Any], n_classes: int, *,
-                  latency_s: float = 0.0) -> Answer:
-        """The one way from a compact completion to an Answer: live, batch and replayed alike."""
+                  latency_s: float = 0.0, via: str | None = None) -> Answer:
+        """The one way from a compact completion to an Answer: live, batch and replayed alike
+        (``via``: how it came when not live, e.g. "batch", costed at the batch price)."""
         answer = answer_from_completion(sample_id, completion, latency_s=latency_s)
+        if via:
+            answer.meta["via"] = via
         return self._scored(self._constrained(answer), completion, n_classes)
 
     def wire_request(self, request: Request) -> dict[str, Any]:
@@ -230,19 +234,17 @@ class OpenAIChatProvider:
 
     def canonical_request(self, request: Request) -> dict[str, Any]:
         """What determines the answer: the wire request (images as their sha256, few-shot examples
-        included), which repeat it is, and the few-shot examples' ids."""
+        included) and the few-shot examples' ids (the repeat and label shift: recording.answers)."""
         body = self.wire_request(request)
         if self.settings["mode"] == "score":
             body = {**body, "n_classes": request.n_classes}  # which label tokens are read
         if request.examples:
             body = {**body, "example_ids": [e.id for e in request.examples]}
-        return {**body, "repeat": request.repeat} if request.repeat else body
+        return body
 
     def from_record(self, sample_id: str, record: dict[str, Any]) -> Answer:
-        answer = self.answer_of(sample_id, parse_completion(record["response"]), _n_classes_of(record.get("request")))
-        if record.get("via"):  # how it came, when not live (e.g. "batch": costed at the batch price)
-            answer.meta["via"] = record["via"]
-        return answer
+        return self.answer_of(sample_id, parse_completion(record["response"]), _n_classes_of(record.get("request")),
+                              via=record.get("via"))
 
     def _scrub(self, text: str) -> str:
         return self._scrubber.text(text)
@@ -262,7 +264,7 @@ class OpenAIChatProvider:
             return _Attempt(FAILED, getattr(getattr(exc, "response", None), "headers", None),
                             problem=self._problem(exc), server_down=True)
         except openai.APIStatusError as exc:
-            if exc.status_code in (408, 409):  # asked again, as the openai client does
+            if exc.status_code in RETRIED_4XX:  # asked again, as the openai client does
                 return _Attempt(FAILED, exc.response.headers, problem=self._problem(exc))
             raise BenchError(self._scrub(f"model {self.name!r}: the server refused the request "
                                          f"({exc.status_code}): {exc.message}")) from None

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_RETRY_AFTER_S = 120.0  # a longer Retry-After is not waited for (as the openai client)
+RETRIED_4XX = (408, 409, 429)  # client errors worth asking again (a 429 goes through the throttle)
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|h|m|s)")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 

@@ -150,10 +150,11 @@ def answer_requests(
 
 
 def _canonical(source: Any, request: Request) -> dict[str, Any]:
-    """The source's canonical request, with the label shift of a permuted prompt when it is not 0
-    (the prompt text already differs; the shift makes each record say which numbering it answered)."""
-    canonical = source.canonical_request(request)
-    return {**canonical, "label_shift": request.shift} if request.shift else canonical
+    """The source's canonical request, for every source alike with which repeat it is (the same
+    request asked again) and the label shift of a permuted prompt (the prompt text already
+    differs; the shift makes each record say which numbering it answered), each when not 0."""
+    extra = {k: v for k, v in (("repeat", request.repeat), ("label_shift", request.shift)) if v}
+    return {**source.canonical_request(request), **extra}
 
 
 def _check_same_images(recording: Recording, requests: Sequence[Request]) -> None:

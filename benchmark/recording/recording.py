@@ -30,6 +30,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,8 @@ RECORD_MODES = ("none", "once", "new_episodes", "all", "rewrite")
 _RENEWING = ("all", "rewrite")  # modes that ask again for what is recorded
 
 
-def _stderr(msg: str) -> None:
+def stderr_notice(msg: str) -> None:
+    """Where a notice goes without a terminal reporter (``astrobench: ...`` on stderr)."""
     print(f"astrobench: {msg}", file=sys.stderr, flush=True)
 
 
@@ -70,7 +72,7 @@ class Recording:
     """
 
     def __init__(self, path: Path | str, *, mode: str, scrub: Callable[[Any], Any] | None = None,
-                 announce: Callable[[str], None] = _stderr, resolve_hint: str = "") -> None:
+                 announce: Callable[[str], None] = stderr_notice, resolve_hint: str = "") -> None:
         if mode not in RECORD_MODES:
             raise BenchError(f"expected --record-mode in {RECORD_MODES}, found {mode!r}")
         self.path = Path(path)
@@ -201,9 +203,6 @@ class Recording:
                 self._by_sample.setdefault(e.sample, []).append(e)
         return self._by_sample.get(sample, [])
 
-    def prompt(self, digest: str) -> str | None:
-        return self._journal_prompts.get(digest) or self.committed.prompts.get(digest)
-
     # -- writing ------------------------------------------------------------------
     def put(self, key: str, *, sample: str, img: str, request: dict[str, Any], payload: dict[str, Any],
             sync: bool = True) -> None:
@@ -295,7 +294,9 @@ class Recording:
                 f"{journal_path(self.path)}; free space or fix permissions, then rerun:\n  "
                 f"{self._hint(self.mode if self.mode in _RENEWING else 'new_episodes')}") from None
         journal_path(self.path).unlink(missing_ok=True)
-        self.committed = read_log(self.path) or self.committed
+        first = 2 + len(prompts)  # the header, then one line per prompt text, then the records
+        self.committed = LogContent(header, prompts, {e.key: replace(e, path=self.path, lineno=first + i)
+                                                      for i, e in enumerate(ordered)})
         self.journaled = {}
         self._journal_prompts = {}
 

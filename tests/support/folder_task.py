@@ -120,9 +120,8 @@ class FakeLocalProvider:
         return True
 
     def canonical_request(self, request):
-        out = {"provider": self.kind, "temperature": self.temperature, "prompt": request.prompt,
-               "image_sha256": request.image_sha256}
-        return {**out, "repeat": request.repeat} if request.repeat else out
+        return {"provider": self.kind, "temperature": self.temperature, "prompt": request.prompt,
+                "image_sha256": request.image_sha256}
 
     def to_record(self, answer):
         return {"answer": {"raw": answer.raw}}
