@@ -448,7 +448,8 @@ class TransformersProvider:
         found = re.search(r"[/\\]snapshots[/\\]([0-9a-f]{40})[/\\]", cached) if isinstance(cached, str) else None
         return found.group(1) if found else None
 
-    def _inputs(self, texts: list[str], requests: Sequence[Request]) -> Any:
+    def _images(self, requests: Sequence[Request]) -> list[Any]:
+        """The batch's PIL images, in the order of the texts' image tokens (read from disk now)."""
         from PIL import Image
 
         images = []
@@ -458,6 +459,11 @@ class TransformersProvider:
                                  "found none (text-only requests are not supported)")
             for image in (*(e.image for e in r.examples), r.load_image()):  # in the order of the text's images
                 images.append(Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="RGB"))
+        return images
+
+    def _inputs(self, texts: list[str], requests: Sequence[Request], images: list[Any] | None = None) -> Any:
+        if images is None:
+            images = self._images(requests)
         # The chat template writes the BOS token itself; the paper's plain prompt relies
         # on the tokenizer adding it (as the notebook's processor call did).
         add_special = self.settings["prompt_format"] == "paper"
@@ -468,11 +474,11 @@ class TransformersProvider:
             enc["pixel_values"] = enc["pixel_values"].to(self._model.dtype)
         return enc
 
-    def _score(self, requests: Sequence[Request], texts: list[str]) -> list[list[float]]:
+    def _score(self, requests: Sequence[Request], texts: list[str], images: list[Any]) -> list[list[float]]:
         torch = self._torch
         prefix = self.settings["answer_prefix"]
         label_ids = [self.label_token_ids(t + prefix, r.n_classes) for t, r in zip(texts, requests)]
-        enc = self._inputs([t + prefix for t in texts], requests)
+        enc = self._inputs([t + prefix for t in texts], requests, images)
         extra: dict[str, Any] = {}
         if not self._own_positions:  # left padding: positions count real tokens only, as generate() does
             extra["position_ids"] = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
@@ -486,10 +492,10 @@ class TransformersProvider:
             probs.append([float(x) for x in p.cpu()])
         return probs
 
-    def _generate(self, requests: Sequence[Request], texts: list[str]) -> tuple[list[str], list[int]]:
+    def _generate(self, requests: Sequence[Request], texts: list[str], images: list[Any]) -> tuple[list[str], list[int]]:
         torch = self._torch
         s = self.settings
-        enc = self._inputs(texts, requests)
+        enc = self._inputs(texts, requests, images)
         gen: dict[str, Any] = {"do_sample": False, "max_new_tokens": s["max_new_tokens"],
                                "pad_token_id": self.tokenizer.pad_token_id}
         if s["min_new_tokens"] is not None:
@@ -526,11 +532,12 @@ class TransformersProvider:
             batch = list(requests[start:start + bs])
             texts = [self.prompt_text(r) for r in batch]
             t0 = time.perf_counter()
-            probs = self._score(batch, texts) if mode in ("score", "both") else None
+            images = self._images(batch)  # read and converted once, also when both modes run
+            probs = self._score(batch, texts, images) if mode in ("score", "both") else None
             raws: list[str] | None = None
             counts: list[int] = []
             if mode in ("generate", "both"):
-                raws, counts = self._generate(batch, texts)
+                raws, counts = self._generate(batch, texts, images)
             latency = (time.perf_counter() - t0) / len(batch)
             for i, r in enumerate(batch):
                 ans = Answer(r.sample_id, raw="", latency_s=latency)
