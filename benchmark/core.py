@@ -41,9 +41,6 @@ class ModelUnavailable(Unavailable):
     local weights are neither cached nor downloadable (in record mode ``once``: ``make bench``)."""
 
 
-KeyUnavailable = ModelUnavailable  # the former name
-
-
 @contextmanager
 def atomic_writer(path: Path | str) -> Iterator[IO[bytes]]:
     """A binary file that appears at ``path`` only once fully written (temp file in the

@@ -167,7 +167,7 @@ def frozen_source(path: Path, *, dataset: str, spec: dict[str, Any], count: int 
                     f"sha256:{meta.get('folder_manifest')}, found sha256:{manifest.digest}; {_REFREEZE}")
             with zf.open("images.npy") as fh:
                 _images_header(path, fh, n_all)
-            selection = _selection(path, meta)
+            selection = _selection(meta)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise BenchError(f"frozen sample {path} does not load ({exc}); {_REFREEZE}") from None
     ids_list = [str(i) for i in ids]
@@ -175,7 +175,7 @@ def frozen_source(path: Path, *, dataset: str, spec: dict[str, Any], count: int 
                         digests=[str(d) for d in digests], selection=selection)
 
 
-def _selection(path: Path, meta: dict[str, Any]) -> Selection:
+def _selection(meta: dict[str, Any]) -> Selection:
     """The sampling rule in ``meta``; a sample of the older format holds the first ``count``."""
     if meta["format"] == _OLDER_FORMAT:
         return Selection("first", int(meta["count"]))

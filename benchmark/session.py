@@ -52,9 +52,7 @@ def majority_vote(rounds: list[dict[str, Answer]]) -> dict[str, Answer]:
         counted = Counter(v for v in votes if v is not None)
         winner = max(counted, key=lambda v: (counted[v], -votes.index(v))) if counted else None
         chosen = next((rd[sid] for rd in rounds if rd[sid].label == winner), rounds[0][sid])
-        out[sid] = replace(chosen, meta={**chosen.meta, "votes": votes})
-        if winner is None:
-            out[sid].label = None
+        out[sid] = replace(chosen, meta={**chosen.meta, "votes": votes})  # no winner: rounds[0]'s, no class
     return out
 
 
@@ -102,6 +100,7 @@ class BenchSession:
         self._providers: dict[str, Any] = {}
         self._predictions: dict[tuple[str, str, str], _Predictions] = {}
         self._examples: dict[tuple[str, str], tuple[Example, ...]] = {}
+        self._pools: dict[str, list[LazySample]] = {}  # few-shot: a dataset's items, their digests computed once
 
     # -- data ---------------------------------------------------------------
     def samples(self, task: TaskConfig, *, whole: bool = False) -> list[LazySample]:
@@ -143,11 +142,14 @@ class BenchSession:
         if not variant.shots or key in self._examples:
             return self._examples.get(key, ())
         assert task.dataset is not None and task.sample_size is not None  # the schema requires them
-        try:
-            items = load_items(task.dataset, self.config.datasets[task.dataset], variant=prompt,
-                               base_dir=self.config.dataset_dirs.get(task.dataset))
-        except DatasetUnavailable as exc:
-            raise DatasetUnavailable(self._with_config(str(exc))) from None
+        items = self._pools.get(task.dataset)
+        if items is None:  # opened once per session, whichever few-shot variants draw from it
+            try:
+                items = load_items(task.dataset, self.config.datasets[task.dataset], variant=prompt,
+                                   base_dir=self.config.dataset_dirs.get(task.dataset))
+            except DatasetUnavailable as exc:
+                raise DatasetUnavailable(self._with_config(str(exc))) from None
+            self._pools[task.dataset] = items
         sample = self.samples(task, whole=True)
         examples = choose_examples(items, sample, k=variant.shots, seed=variant.shot_seed,
                                    classes=task.classes, example_text=variant.example_text,
