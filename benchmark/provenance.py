@@ -30,6 +30,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmark.datasets import file_digest
+from benchmark.extraction import EXTRACT_PROMPT
+
 if TYPE_CHECKING:
     from benchmark.session import BenchSession
 
@@ -84,7 +87,7 @@ def collect(bench: BenchSession, *, plugin_config: Any = None) -> dict[str, Any]
         extractor = model.settings.get("extract_with") if model.provider == "transformers" else None
         if extractor:
             _add(model_names, str(extractor))
-            _add(prompts, (base.name, str(model.settings.get("extract_prompt", _extract_prompt()))))
+            _add(prompts, (base.name, str(model.settings.get("extract_prompt", EXTRACT_PROMPT))))
     out["models"] = {name: model_info(config.models[name]) for name in model_names if name in config.models}
     for name, provider in (getattr(bench, "_providers", None) or {}).items():
         loaded = getattr(provider, "loaded_revision", None)  # in-process weights: the commit loaded
@@ -113,13 +116,6 @@ def _add(items: list[Any], item: Any) -> None:
     if item not in items:
         items.append(item)
 
-
-def _extract_prompt() -> str:
-    try:
-        from benchmark.extraction import EXTRACT_PROMPT
-    except ImportError:  # pragma: no cover - older layouts
-        return "extract-paper"
-    return EXTRACT_PROMPT
 
 
 def project() -> dict[str, Any]:
@@ -197,21 +193,13 @@ def accelerator(*, timeout: float = NVIDIA_SMI_TIMEOUT_S) -> dict[str, str]:
     return {"name": f"CPU {cpu}", "via": "platform"}
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def config_digest(sources: Iterable[Path]) -> dict[str, Any]:
     """Each config source file (path, sha256 of its bytes) and one sha256 over them, in order
     (:data:`_CONFIG_BASIS`). A config built in code (no sources) has ``sha256`` None."""
     files = []
     for src in sources:
         try:
-            files.append({"path": str(src), "sha256": file_sha256(Path(src))})
+            files.append({"path": str(src), "sha256": file_digest(Path(src), "sha256")})
         except OSError as exc:
             files.append({"path": str(src), "sha256": None, "error": str(exc)})
     digests = [f["sha256"] or "" for f in files]
@@ -261,7 +249,7 @@ def dataset_info(name: str, spec: Mapping[str, Any], frozen_dir: Path) -> dict[s
         info["path"] = spec.get("path")
     frozen = frozen_dir / f"{name}.npz"
     try:
-        info["frozen"] = {"path": str(frozen), "sha256": file_sha256(frozen)} if frozen.is_file() else None
+        info["frozen"] = {"path": str(frozen), "sha256": file_digest(frozen, "sha256")} if frozen.is_file() else None
     except OSError as exc:
         info["frozen"] = {"path": str(frozen), "sha256": None, "error": str(exc)}
     return info

@@ -101,6 +101,7 @@ class Report:
     baseline: str | None = None
     published: Path = PUBLISHED
     reference: Published | None = None
+    _summaries: dict[int, dict[str, Any]] = field(default_factory=dict, init=False, repr=False, compare=False)
     tasks: dict[str, str] = field(default_factory=dict)  # task name -> its description (config)
     fail_on_regression: bool = False  # the regression gate failed the cases whose comparison is a regression
     skipped: list[dict[str, str]] = field(default_factory=list)  # cases not run: case_id, task, reason
@@ -143,7 +144,13 @@ class Report:
         return self.reference
 
     def summary(self, r: CaseResult) -> dict[str, Any]:
-        """Per-case numbers beyond ``Scores``: ROC-AUC, tokens, cost, throughput, merges."""
+        """Per-case numbers beyond ``Scores``: ROC-AUC, tokens, cost, throughput, merges; worked
+        out once per case (every output asks for them)."""
+        if id(r) not in self._summaries:
+            self._summaries[id(r)] = self._summary(r)
+        return self._summaries[id(r)]
+
+    def _summary(self, r: CaseResult) -> dict[str, Any]:
         s = r.scores
         probs = [p.get("probs") for p in r.predictions]
         usage = r.usage or {}
@@ -182,9 +189,8 @@ class Report:
 
     def threshold_warnings(self) -> list[str]:
         """One line per case whose threshold is at or near the sample's chance accuracy."""
-        rows = self.published_table().rows
         return [f"{r.case_id}: {w}" for r in self.results
-                if (w := (threshold_check(r, rows) or {}).get("warning"))]
+                if (w := (self.summary(r)["threshold_check"] or {}).get("warning"))]
 
     def measured_tasks(self) -> set[str]:
         """The tasks measured or skipped in this run (their published rows are shown)."""
