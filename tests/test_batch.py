@@ -255,21 +255,27 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+def killed_after_submitting(server: BatchServer, path: Path) -> subprocess.Popen:
+    """Run KILL_SCRIPT against a held batch and SIGKILL it once it has polled twice."""
+    server.plan(Plan(hold=True))
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT.format(repo=str(REPO), path=str(path),
+                                                                      url=server.base_url)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while server.calls["batches.retrieve"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return proc
+
+
 def test_a_run_killed_after_submitting_resumes_the_same_batch(tmp_path, capsys):
     from benchmark.recording import Recording, answer_requests
 
     path = tmp_path / CASSETTES / "kill.jsonl"
     journal = batches_path(path)
     with BatchServer() as server:
-        server.plan(Plan(hold=True))
-        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT.format(repo=str(REPO), path=str(path),
-                                                                          url=server.base_url)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while server.calls["batches.retrieve"] < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        proc = killed_after_submitting(server, path)
         assert proc.returncode == -signal.SIGKILL
         entry = json.loads(journal.read_text())
         assert [(b["id"], b["input_file_id"], len(b["requests"])) for b in entry["batches"]] == [
@@ -395,15 +401,7 @@ def test_answers_of_a_resumed_batch_for_requests_not_asked_now_are_kept_for_the_
     path = tmp_path / CASSETTES / "kill.jsonl"
     journal = batches_path(path)
     with BatchServer() as server:
-        server.plan(Plan(hold=True))
-        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT.format(repo=str(REPO), path=str(path),
-                                                                          url=server.base_url)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while server.calls["batches.retrieve"] < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        killed_after_submitting(server, path)
         server.release()
         provider = provider_for_url(server.base_url, batch=True, batch_poll_s=0.02)
         everything = requests(images(10))

@@ -26,7 +26,6 @@ received has been handed over.
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence

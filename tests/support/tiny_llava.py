@@ -54,31 +54,42 @@ def _corpus() -> list[str]:
     ]
 
 
+def _train_bpe(pre_tokenizer: Any, specials: list[str], *, normalizer: Any = None,
+               merges: int = 400) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A byte-level BPE vocabulary (specials first) and merges, trained on the repo's prompts."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizer
+    if normalizer is not None:
+        tok.normalizer = normalizer
+    trainer = trainers.BpeTrainer(vocab_size=len(specials) + 256 + merges, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    trained = json.loads(tok.to_str())["model"]
+    vocab = {t: i for i, t in enumerate(specials)}
+    for t in sorted(trained["vocab"], key=trained["vocab"].get):
+        vocab.setdefault(t, len(vocab))
+    pairs = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
+    return vocab, pairs
+
+
 def build_tokenizer(vocab_size: int | None = None, *, merges: int = 400) -> Any:
     """A byte-level ``PreTrainedTokenizerFast`` with the specials and a chat template.
 
     ``vocab_size`` pads the vocabulary with unused ``<extra_i>`` tokens (the
     full-size model uses 32064).
     """
-    import json
-
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     # Byte-level BPE trained on the repo's prompts (~4 characters per token, like
     # Mistral's tokenizer on English); digits are split off first, so never merged.
     pre = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
-    trainer_tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    trainer_tok.pre_tokenizer = pre
-    trainer = trainers.BpeTrainer(vocab_size=len(SPECIAL) + 256 + merges, special_tokens=SPECIAL,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    trainer_tok.train_from_iterator(_corpus(), trainer=trainer)
-    trained = json.loads(trainer_tok.to_str())["model"]
-    vocab = {tok: i for i, tok in enumerate(SPECIAL)}
-    for tok in sorted(trained["vocab"], key=trained["vocab"].get):
-        vocab.setdefault(tok, len(vocab))
-    merge_pairs = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
+    vocab, merge_pairs = _train_bpe(pre, SPECIAL, merges=merges)
     if vocab_size is not None:
         if vocab_size < len(vocab):
             raise ValueError(f"vocab_size must be >= {len(vocab)}, got {vocab_size}")

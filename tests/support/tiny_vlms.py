@@ -21,13 +21,12 @@ image becomes with the processor settings used here (worked out in the comments)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.support.tiny_llava import _corpus
+from tests.support.tiny_llava import _train_bpe
 
 KINDS = ("qwen2-vl", "qwen2.5-vl", "idefics3", "llava-onevision")
 # transformers 5 builds these processors with a video processor, which needs torchvision
@@ -92,26 +91,6 @@ ASSISTANT_OPENING = {"qwen2-vl": _CHATML_OPENING, "qwen2.5-vl": _CHATML_OPENING,
 
 _QWEN_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
                r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
-
-
-def _train_bpe(pre_tokenizer: Any, specials: list[str], *, normalizer: Any = None,
-               merges: int = 400) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A byte-level BPE vocabulary (specials first) and merges, trained on the repo's prompts."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizer
-    if normalizer is not None:
-        tok.normalizer = normalizer
-    trainer = trainers.BpeTrainer(vocab_size=len(specials) + 256 + merges, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_corpus(), trainer=trainer)
-    trained = json.loads(tok.to_str())["model"]
-    vocab = {t: i for i, t in enumerate(specials)}
-    for t in sorted(trained["vocab"], key=trained["vocab"].get):
-        vocab.setdefault(t, len(vocab))
-    pairs = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
-    return vocab, pairs
 
 
 def qwen2_tokenizer(specials: list[str], chat_template: str) -> Any:
