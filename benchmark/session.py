@@ -295,6 +295,8 @@ class BenchSession:
         if a.label is not None and not 0 <= a.label < n_classes:  # e.g. a constrained answer
             a.meta["reason"] = f"out of range: {a.label} (expected 0..{n_classes - 1})"
             a.label = None
+        elif a.label is None and "extracted" in a.meta:
+            a.meta["reason"] = "the extractor's reply names no class"  # its step decides, as in the paper
         elif a.label is None and a.refusal is None:
             parsed = explain_answer(a.raw, n_classes)
             a.label, a.meta["reason"] = parsed.label, parsed.reason

@@ -162,3 +162,17 @@ def test_the_pil_image_processor_is_used_whatever_is_installed(tiny_llava_dir, m
     assert asked == [{"use_fast": False}]
     assert not getattr(image_processor, "is_fast", False)
     assert not type(image_processor).__name__.endswith("Fast")
+
+
+def test_an_extractor_reply_without_a_class_is_no_class_not_a_guess_from_the_models_text():
+    """The paper's second step decides: when the extractor's reply names no class, the case counts
+    the sample as unparseable; the local model's own text is not parsed instead."""
+    from benchmark.core import Answer
+    from benchmark.extraction import apply_extraction
+    from benchmark.session import BenchSession
+
+    answer = Answer("a", raw="The image belongs to category 1.")
+    apply_extraction(answer, Answer("a", raw="I cannot tell which category."), 2, extractor="gpt-extract")
+    BenchSession._read_class(answer, 2)
+    assert answer.label is None
+    assert answer.meta["reason"] == "the extractor's reply names no class"
